@@ -1,0 +1,368 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/shardpool/gateway/endpoint"
+	"github.com/shardpool/gateway/service"
+	"github.com/shardpool/gateway/service/publish"
+	jspub "github.com/shardpool/gateway/service/publish/jetstream"
+	"github.com/shardpool/gateway/service/shard"
+	"github.com/shardpool/gateway/transport"
+)
+
+// version is set at build time (-ldflags "-X main.version=...").
+var version = "dev"
+
+// Main is the whole program, startable in-process: tests build a Main, set
+// its Config and call Run; Close (or cancelling Run's context, as SIGTERM
+// does) drains the pool and makes Run return.
+type Main struct {
+	Config Config
+	// LogOutput receives the logs (default os.Stderr).
+	LogOutput io.Writer
+
+	mu       sync.Mutex
+	started  chan struct{} // closed once the HTTP listener is up
+	httpAddr string
+	pool     *service.Pool
+	stop     context.CancelFunc
+	done     chan struct{}
+}
+
+// NewMain returns a Main with the default configuration.
+func NewMain() *Main {
+	return &Main{LogOutput: os.Stderr, started: make(chan struct{}), done: make(chan struct{})}
+}
+
+// ParseFlags reads the configuration from args and the environment.
+func (m *Main) ParseFlags(args []string, getenv func(string) string) error {
+	c, err := ParseConfig(args, getenv, m.LogOutput)
+	if err != nil {
+		return err
+	}
+	m.Config = c
+	return nil
+}
+
+// HTTPAddr returns the HTTP server's address once Run has started it.
+func (m *Main) HTTPAddr() string {
+	<-m.started
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.httpAddr
+}
+
+// Pool returns the shard pool once Run has started it.
+func (m *Main) Pool() *service.Pool {
+	<-m.started
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.pool
+}
+
+// Close drains the pool and waits for Run to return.
+func (m *Main) Close() error {
+	m.mu.Lock()
+	stop := m.stop
+	m.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-m.done
+	}
+	return nil
+}
+
+func (m *Main) newLogger() log.Logger {
+	out := m.LogOutput
+	if out == nil {
+		out = os.Stderr
+	}
+	logger := log.NewLogfmtLogger(log.NewSyncWriter(out))
+	logger = log.With(logger, "ts", log.DefaultTimestampUTC, "caller", log.DefaultCaller)
+	var opt level.Option
+	switch m.Config.LogLevel {
+	case "debug":
+		opt = level.AllowDebug()
+	case "warn":
+		opt = level.AllowWarn()
+	case "error":
+		opt = level.AllowError()
+	default:
+		opt = level.AllowInfo()
+	}
+	return level.NewFilter(logger, opt)
+}
+
+// Run runs the gateway until ctx ends or Close is called, then drains the
+// pool (within DRAIN_TIMEOUT) and returns. A nil error means a clean exit.
+func (m *Main) Run(ctx context.Context) (err error) {
+	defer close(m.done)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	m.mu.Lock()
+	m.stop = cancel
+	m.mu.Unlock()
+
+	cfg := m.Config
+	logger := m.newLogger()
+	if cfg.DiscordToken == "" {
+		return errors.New("invalid DISCORD_TOKEN: is required")
+	}
+
+	// Discord first: the shard count and the identify budget decide
+	// everything else.
+	bot, err := shard.FetchGatewayBot(ctx, cfg.DiscordAPIURL, cfg.DiscordToken)
+	if err != nil {
+		return err
+	}
+	total := cfg.TotalShards
+	if total == 0 {
+		total = bot.Shards
+		if total < 1 {
+			total = 1
+		}
+	}
+	first := cfg.PoolID * cfg.ShardsPerPool
+	if first >= total {
+		return fmt.Errorf("invalid POOL_ID: pool %d has no shards (TOTAL_SHARDS=%d, SHARDS_PER_POOL=%d: pools 0..%d)",
+			cfg.PoolID, total, cfg.ShardsPerPool, (total-1)/cfg.ShardsPerPool)
+	}
+	count := min(cfg.ShardsPerPool, total-first)
+	limit := bot.StartLimit
+	if limit.Remaining < count {
+		return fmt.Errorf("Discord session start limit too low: %d identifies remaining (of %d, resets in %s) but this pool must identify %d shards; running out resets the bot token, so refusing to start",
+			limit.Remaining, limit.Total, limit.ResetAfter.Duration().Round(time.Second), count)
+	}
+	maxConcurrency := max(limit.MaxConcurrency, 1)
+	level.Info(logger).Log("msg", "starting", "version", version, "pool_id", cfg.PoolID, "first_shard", first, "shards", count,
+		"total_shards", total, "max_concurrency", maxConcurrency, "session_starts_remaining", limit.Remaining,
+		"nats", cfg.NATSURL != "", "compression", cfg.Compression)
+	if cfg.DrainToken == "" && !transport.IsLoopback(cfg.HTTPHost) {
+		level.Warn(logger).Log("msg", "DRAIN_TOKEN is unset and the HTTP server is not bound to loopback: anyone who reaches it can drain the pool")
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	shardMetrics := shard.NewMetrics(reg)
+	routeMetrics := publish.NewRouteMetrics(reg)
+
+	// The publish path, innermost first.
+	var (
+		pub     publish.Publisher
+		broker  service.Broker
+		breaker *publish.Breaker
+		closers []func()
+	)
+	if cfg.NATSURL == "" {
+		level.Info(logger).Log("msg", "NATS_URL unset: local mode, events are logged at debug level and counted, not published")
+		pub = publish.Local(logger)
+		pub = publish.Instrumenting(routeMetrics)(pub)
+	} else {
+		nb, err := m.connectNATS(ctx, cfg, logger, reg)
+		if err != nil {
+			return err
+		}
+		closers = append(closers, nb.close)
+		broker = nb
+		breaker = publish.NewBreaker(publish.BreakerConfig{}, publish.NewBreakerMetrics(reg), logger)
+		pub = nb.publisher
+		pub = publish.Instrumenting(routeMetrics)(pub)
+		pub = publish.CircuitBreaker(breaker)(pub)
+		pub = publish.Logging(logger, 5*time.Second)(pub)
+	}
+	buffer := publish.NewBuffer(pub, publish.BufferConfig{
+		MaxEvents: cfg.BufferMaxEvents,
+		MaxBytes:  cfg.BufferMaxBytes,
+		Metrics:   publish.NewBufferMetrics(reg),
+	})
+
+	var breakerState func() service.BreakerState
+	if breaker != nil {
+		breakerState = func() service.BreakerState { return breaker.State() }
+	}
+	identify := shard.NewBucketLimiter(maxConcurrency, cfg.IdentifyWindow)
+	pool := service.NewPool(service.PoolConfig{
+		PoolID: cfg.PoolID, FirstShard: first, Count: count, TotalShards: total,
+		NewShard: func(id int) *shard.Shard {
+			return shard.New(shard.Config{
+				ID: id, Total: total, Token: cfg.DiscordToken, GatewayURL: bot.URL,
+				Compression: cfg.Compression,
+				Backoff:     shard.Backoff{Base: cfg.BackoffBase, Max: cfg.BackoffMax},
+				Identify:    identify,
+				Publisher:   buffer,
+				Metrics:     shardMetrics,
+				Logger:      logger,
+			})
+		},
+		Publish:      buffer,
+		Broker:       broker,
+		Breaker:      breakerState,
+		Logger:       logger,
+		DrainTimeout: drainBudget(cfg.DrainTimeout),
+	})
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "gateway_shards_ready", Help: "Shards of the pool whose session is READY.",
+			ConstLabels: prometheus.Labels{"pool_id": strconv.Itoa(cfg.PoolID)},
+		}, func() float64 { return float64(pool.ShardsReady()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "gateway_nats_connected", Help: "1 when connected to NATS, else 0 (always 0 in local mode).",
+		}, func() float64 {
+			if broker != nil && broker.Connected() {
+				return 1
+			}
+			return 0
+		}),
+	)
+
+	var svc service.Service = pool
+	svc = service.LoggingMiddleware(logger)(svc)
+	svc = service.InstrumentingMiddleware(service.NewServiceMetrics(reg))(svc)
+	endpoints := endpoint.New(svc)
+	handler := transport.NewHTTPHandler(endpoints, transport.Options{DrainToken: cfg.DrainToken, Gatherer: reg, Logger: logger})
+
+	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.HTTPHost, strconv.Itoa(cfg.HTTPPort)))
+	if err != nil {
+		return fmt.Errorf("invalid HTTP_PORT: cannot listen: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      cfg.DrainTimeout + 10*time.Second, // a POST /drain answers after the drain
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+	}
+	m.mu.Lock()
+	m.httpAddr = ln.Addr().String()
+	m.pool = pool
+	m.mu.Unlock()
+	close(m.started)
+	level.Info(logger).Log("msg", "http listening", "addr", ln.Addr().String())
+
+	var g run.Group
+	{
+		g.Add(func() error {
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		}, func(error) {
+			sctx, c := context.WithTimeout(context.Background(), 2*time.Second)
+			defer c()
+			srv.Shutdown(sctx)
+		})
+	}
+	{
+		poolCtx, stopPool := context.WithCancel(context.Background())
+		g.Add(func() error { return pool.Run(poolCtx) }, func(error) { stopPool() })
+	}
+	{
+		// The shutdown actor: a signal (ctx) drains the pool while the HTTP
+		// server and NATS are still up, then ends the group.
+		quit := make(chan struct{})
+		g.Add(func() error {
+			select {
+			case <-ctx.Done():
+				level.Info(logger).Log("msg", "shutting down: draining the pool")
+				if _, err := pool.Drain(context.Background()); err != nil && !errors.Is(err, service.ErrNotRunning) {
+					level.Error(logger).Log("msg", "drain failed", "err", err)
+				}
+				return nil
+			case <-quit:
+				return nil
+			}
+		}, func(error) { close(quit) })
+	}
+	err = g.Run()
+	buffer.Close()
+	for _, c := range closers {
+		c()
+	}
+	level.Info(logger).Log("msg", "exit", "err", err)
+	return err
+}
+
+// drainBudget leaves part of DRAIN_TIMEOUT for closing HTTP and NATS, so the
+// process exits within DRAIN_TIMEOUT.
+func drainBudget(d time.Duration) time.Duration {
+	margin := min(d/10, 3*time.Second)
+	return d - margin
+}
+
+// natsBroker owns the NATS connection and the JetStream publisher.
+type natsBroker struct {
+	nc        *nats.Conn
+	publisher *jspub.Publisher
+	stop      context.CancelFunc
+}
+
+func (b *natsBroker) Connected() bool { return b.nc.IsConnected() }
+
+func (b *natsBroker) close() {
+	b.stop()
+	b.publisher.Close()
+	b.nc.Close()
+}
+
+// connectNATS connects (retrying in the background if NATS is down at
+// startup) and ensures the streams, retrying until they exist.
+func (m *Main) connectNATS(ctx context.Context, cfg Config, logger log.Logger, reg prometheus.Registerer) (*natsBroker, error) {
+	nc, err := jspub.Connect(cfg.NATSURL, "discord-gateway-pool-"+strconv.Itoa(cfg.PoolID), logger, nil)
+	if err != nil {
+		return nil, fmt.Errorf("invalid NATS_URL: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	storage := jetstream.MemoryStorage
+	if cfg.StreamStorage == "file" {
+		storage = jetstream.FileStorage
+	}
+	ectx, stop := context.WithCancel(context.Background())
+	go func() {
+		delay := 500 * time.Millisecond
+		for {
+			cctx, c := context.WithTimeout(ectx, 10*time.Second)
+			err := jspub.EnsureStreams(cctx, js, jspub.StreamConfig{Storage: storage, Replicas: cfg.StreamReplicas}, logger)
+			c()
+			if err == nil || ectx.Err() != nil {
+				return
+			}
+			level.Warn(logger).Log("msg", "cannot ensure JetStream streams yet; retrying", "err", err, "in", delay)
+			select {
+			case <-ectx.Done():
+				return
+			case <-time.After(delay):
+			}
+			delay = min(delay*2, 30*time.Second)
+		}
+	}()
+	pub, err := jspub.NewPublisher(nc, logger)
+	if err != nil {
+		stop()
+		nc.Close()
+		return nil, err
+	}
+	return &natsBroker{nc: nc, publisher: pub, stop: stop}, nil
+}

@@ -1,0 +1,87 @@
+// Package service is the gateway's business layer: the Service interface the
+// endpoints expose (status, readiness, drain), the shard Pool that implements
+// it, and service middlewares (logging, instrumenting).
+package service
+
+import (
+	"context"
+	"errors"
+
+	"github.com/shardpool/gateway/service/shard"
+)
+
+// Service is what the transport layer can ask of a shard pool.
+type Service interface {
+	// Status reports the pool and every shard.
+	Status(ctx context.Context) (Status, error)
+	// Readiness reports whether the pool should receive traffic.
+	Readiness(ctx context.Context) Readiness
+	// Drain stops the pool for a hand-off: readiness turns false at once,
+	// pending publishes are flushed and acked, every shard is closed with a
+	// resumable close code and its hand-off record is returned. Idempotent.
+	Drain(ctx context.Context) (DrainResult, error)
+}
+
+// Pool states.
+const (
+	PoolStarting = "starting"
+	PoolRunning  = "running"
+	PoolDraining = "draining"
+	PoolDrained  = "drained"
+)
+
+// Status is the body of GET /status. It never holds a secret.
+type Status struct {
+	PoolID        int           `json:"pool_id"`
+	State         string        `json:"state"`
+	Ready         bool          `json:"ready"`
+	FirstShard    int           `json:"first_shard"`
+	LastShard     int           `json:"last_shard"`
+	TotalShards   int           `json:"total_shards"`
+	LocalMode     bool          `json:"local_mode"`
+	NATSConnected bool          `json:"nats_connected"`
+	Publish       PublishStatus `json:"publish"`
+	Shards        []ShardStatus `json:"shards"`
+}
+
+// PublishStatus describes the publish path.
+type PublishStatus struct {
+	BufferEvents int    `json:"buffer_events"`
+	BufferBytes  int64  `json:"buffer_bytes"`
+	Breaker      string `json:"circuit_breaker,omitempty"`
+}
+
+// ShardStatus is one shard in /status, with its hand-off record once drained.
+type ShardStatus struct {
+	shard.Status
+	Handoff *shard.Handoff `json:"handoff,omitempty"`
+}
+
+// Readiness is the body of GET /ready.
+type Readiness struct {
+	Ready         bool `json:"ready"`
+	PoolID        int  `json:"pool_id"`
+	ShardsTotal   int  `json:"shards_total"`
+	ShardsReady   int  `json:"shards_ready"`
+	NATSConnected bool `json:"nats_connected"`
+	GuildsTotal   int  `json:"guilds_total"`
+}
+
+// DrainResult is the body of POST /drain.
+type DrainResult struct {
+	PoolID int `json:"pool_id"`
+	// Flushed is true when every accepted event was acked before the
+	// deadline; otherwise the hand-off seqs stop before the unacked ones, so
+	// a successor's RESUME replays them.
+	Flushed bool           `json:"flushed"`
+	Shards  []ShardHandoff `json:"shards"`
+}
+
+// ShardHandoff is the record a successor needs to RESUME a shard's session.
+type ShardHandoff struct {
+	ShardID int            `json:"shard_id"`
+	Handoff *shard.Handoff `json:"handoff"`
+}
+
+// ErrNotRunning is returned by Drain before the pool has started.
+var ErrNotRunning = errors.New("the shard pool is not running")

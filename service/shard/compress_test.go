@@ -1,0 +1,85 @@
+package shard
+
+import (
+	"bytes"
+	"compress/zlib"
+	"fmt"
+	"math/rand"
+	"testing"
+)
+
+// zlibStream compresses msgs the way Discord does: one zlib context for the
+// connection, a sync flush after every message.
+func zlibStream(t testing.TB, msgs [][]byte) [][]byte {
+	var buf bytes.Buffer
+	w := zlib.NewWriter(&buf)
+	var frames [][]byte
+	for _, m := range msgs {
+		if _, err := w.Write(m); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		frames = append(frames, append([]byte(nil), buf.Bytes()...))
+		buf.Reset()
+	}
+	return frames
+}
+
+func TestInflaterDecodesEveryMessageOfOneStream(t *testing.T) {
+	rng := rand.New(rand.NewSource(1))
+	var msgs [][]byte
+	for i := 0; i < 300; i++ {
+		// Repetitive content so later messages back-reference earlier ones,
+		// and some messages larger than the 32 KiB window.
+		n := rng.Intn(2000)
+		if i%50 == 7 {
+			n = 70000
+		}
+		var b bytes.Buffer
+		fmt.Fprintf(&b, `{"op":0,"s":%d,"t":"GUILD_MEMBER_ADD","d":{"guild_id":"%d","pad":"`, i, rng.Int63())
+		for b.Len() < n {
+			fmt.Fprintf(&b, "user%d-", rng.Intn(40))
+		}
+		b.WriteString(`"}}`)
+		msgs = append(msgs, b.Bytes())
+	}
+	z := newInflater(1 << 20)
+	for i, f := range zlibStream(t, msgs) {
+		got, err := z.Inflate(f)
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		if !bytes.Equal(got, msgs[i]) {
+			t.Fatalf("message %d: got %d bytes, want %d", i, len(got), len(msgs[i]))
+		}
+	}
+}
+
+func TestInflaterRejectsBadInput(t *testing.T) {
+	frames := zlibStream(t, [][]byte{[]byte(`{"op":10}`), []byte(`{"op":11}`)})
+	cases := map[string][]byte{
+		"no sync flush suffix": frames[0][:len(frames[0])-1],
+		"no zlib header":       frames[1],
+		"garbage":              append([]byte{0x78, 0x9c, 0xff, 0xff, 0xff}, zlibSuffix...),
+	}
+	for name, f := range cases {
+		t.Run(name, func(t *testing.T) {
+			if _, err := newInflater(1 << 20).Inflate(f); err == nil {
+				t.Fatal("want an error")
+			}
+		})
+	}
+}
+
+func TestInflaterEnforcesSizeLimit(t *testing.T) {
+	big := bytes.Repeat([]byte("a"), 1<<20)
+	frames := zlibStream(t, [][]byte{big})
+	if len(frames[0]) > 4096 {
+		t.Fatalf("test frame should be small (a zip bomb), is %d", len(frames[0]))
+	}
+	if _, err := newInflater(64 << 10).Inflate(frames[0]); err != ErrTooLarge {
+		t.Fatalf("got %v, want ErrTooLarge", err)
+	}
+}
