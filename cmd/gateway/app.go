@@ -148,7 +148,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	count := min(cfg.ShardsPerPool, total-first)
 	limit := bot.StartLimit
 	if limit.Remaining < count {
-		return fmt.Errorf("Discord session start limit too low: %d identifies remaining (of %d, resets in %s) but this pool must identify %d shards; running out resets the bot token, so refusing to start",
+		return fmt.Errorf("session start limit too low: %d identifies remaining (of %d, resets in %s) but this pool must identify %d shards; running out resets the bot token, so refusing to start",
 			limit.Remaining, limit.Total, limit.ResetAfter.Duration().Round(time.Second), count)
 	}
 	maxConcurrency := max(limit.MaxConcurrency, 1)
