@@ -44,7 +44,7 @@ type PoolConfig struct {
 	NewShard func(id int) *shard.Shard
 
 	Publish PublishPath
-	Broker  Broker             // nil: local mode
+	Broker  Broker              // nil: local mode
 	Breaker func() BreakerState // nil when there is no breaker
 	Logger  log.Logger
 	// DrainTimeout bounds a drain, whoever asked for it.

@@ -192,9 +192,9 @@ func (c *Conn) stalledSince(t time.Time) bool {
 
 // envelope is the gateway payload with `d` left raw.
 type envelope struct {
-	Op ws.OpCode      `json:"op"`
-	S  int64          `json:"s"`
-	T  string         `json:"t"`
+	Op ws.OpCode       `json:"op"`
+	S  int64           `json:"s"`
+	T  string          `json:"t"`
 	D  json.RawMessage `json:"d"`
 }
 

@@ -91,7 +91,7 @@ type BucketLimiter struct {
 
 type bucket struct {
 	busy    bool
-	next    time.Time     // earliest time the next IDENTIFY may be sent
+	next    time.Time // earliest time the next IDENTIFY may be sent
 	waiters map[int]chan struct{}
 }
 

@@ -425,11 +425,6 @@ type readyBody struct {
 	} `json:"guilds"`
 }
 
-type guildBody struct {
-	ID          string `json:"id"`
-	Unavailable bool   `json:"unavailable"`
-}
-
 // dispatch handles one op 0. It reports whether the session became ready.
 func (s *Shard) dispatch(ctx context.Context, d *Dispatch) (ready bool) {
 	s.lastSeq.Store(d.Seq)
@@ -500,18 +495,18 @@ func (s *Shard) dispatch(ctx context.Context, d *Dispatch) (ready bool) {
 }
 
 func (s *Shard) trackGuild(d *Dispatch) {
-	var g guildBody
-	if err := json.Unmarshal(d.Data, &g); err != nil {
+	f, err := event.ParseFields(d.Type, d.Data)
+	if err != nil {
 		return // Build reports the malformed body
 	}
-	id, err := strconv.ParseUint(g.ID, 10, 64)
+	id, err := strconv.ParseUint(f.GuildID, 10, 64)
 	if err != nil {
 		return
 	}
 	s.mu.Lock()
 	if d.Type == "GUILD_CREATE" {
 		s.guilds[id] = struct{}{}
-	} else if !g.Unavailable {
+	} else if !f.Unavailable {
 		// An unavailable guild is an outage: it stays counted.
 		delete(s.guilds, id)
 	}

@@ -1,0 +1,163 @@
+package jetstream
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-kit/log"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func TestStreamsDefinesEventsAndCommands(t *testing.T) {
+	streams := Streams(StreamConfig{Storage: jetstream.FileStorage, Replicas: 3})
+	if len(streams) != 2 {
+		t.Fatalf("%d streams; want 2", len(streams))
+	}
+	tests := []struct {
+		name, subject      string
+		maxAge, duplicates time.Duration
+	}{
+		{"EVENTS", "events.>", 5 * time.Minute, 2 * time.Minute},
+		// NATS allows no duplicate window longer than the max age.
+		{"COMMANDS", "commands.>", 60 * time.Second, 60 * time.Second},
+	}
+	for i, tt := range tests {
+		s := streams[i]
+		if s.Name != tt.name || len(s.Subjects) != 1 || s.Subjects[0] != tt.subject || s.MaxAge != tt.maxAge ||
+			s.Duplicates != tt.duplicates || s.Storage != jetstream.FileStorage || s.Replicas != 3 ||
+			s.Retention != jetstream.LimitsPolicy || s.Discard != jetstream.DiscardOld {
+			t.Errorf("stream %d = %+v; want %s on %s, max age %s, duplicates %s, file, 3 replicas", i, s, tt.name, tt.subject, tt.maxAge, tt.duplicates)
+		}
+	}
+}
+
+func TestStreamsDefaultsToOneReplica(t *testing.T) {
+	for _, s := range Streams(StreamConfig{Storage: jetstream.MemoryStorage}) {
+		if s.Replicas != 1 {
+			t.Errorf("%s has %d replicas; want 1", s.Name, s.Replicas)
+		}
+	}
+}
+
+func streamConfig(t *testing.T, js jetstream.JetStream, name string) jetstream.StreamConfig {
+	t.Helper()
+	s, err := js.Stream(context.Background(), name)
+	if err != nil {
+		t.Fatalf("stream %s: %v", name, err)
+	}
+	return s.CachedInfo().Config
+}
+
+func TestEnsureStreamsCreatesMissingStreams(t *testing.T) {
+	js := newJetStream(t, connect(t, runServer(t), log.NewNopLogger()))
+	cfg := StreamConfig{Storage: jetstream.MemoryStorage, Replicas: 1}
+	if err := EnsureStreams(context.Background(), js, cfg, log.NewNopLogger()); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range Streams(cfg) {
+		if have := streamConfig(t, js, want.Name); !sameDefined(have, want) {
+			t.Errorf("stream %s\n got %+v\nwant %+v", want.Name, have, want)
+		}
+	}
+}
+
+func TestEnsureStreamsLeavesAnUpToDateStreamAlone(t *testing.T) {
+	js := newJetStream(t, connect(t, runServer(t), log.NewNopLogger()))
+	cfg := StreamConfig{Storage: jetstream.FileStorage}
+	if err := EnsureStreams(context.Background(), js, cfg, log.NewNopLogger()); err != nil {
+		t.Fatal(err)
+	}
+	var logs logBuffer
+	if err := EnsureStreams(context.Background(), js, cfg, logs.logger()); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(logs.String(), "updated") || strings.Contains(logs.String(), "created") {
+		t.Errorf("second EnsureStreams changed something:\n%s", logs.String())
+	}
+}
+
+func TestEnsureStreamsUpdatesChangedSettings(t *testing.T) {
+	js := newJetStream(t, connect(t, runServer(t), log.NewNopLogger()))
+	ctx := context.Background()
+	cfg := StreamConfig{Storage: jetstream.FileStorage}
+	if err := EnsureStreams(ctx, js, cfg, log.NewNopLogger()); err != nil {
+		t.Fatal(err)
+	}
+	// An operator changes the stream, including a setting Streams does
+	// not define.
+	changed := streamConfig(t, js, StreamEvents)
+	changed.MaxAge = time.Hour
+	changed.Duplicates = 10 * time.Second
+	changed.MaxMsgs = 1000
+	changed.Metadata = map[string]string{"owner": "ops"}
+	if _, err := js.UpdateStream(ctx, changed); err != nil {
+		t.Fatal(err)
+	}
+
+	var logs logBuffer
+	if err := EnsureStreams(ctx, js, cfg, logs.logger()); err != nil {
+		t.Fatal(err)
+	}
+	have := streamConfig(t, js, StreamEvents)
+	if want := Streams(cfg)[0]; !sameDefined(have, want) {
+		t.Errorf("EVENTS not updated\n got %+v\nwant %+v", have, want)
+	}
+	if have.Metadata["owner"] != "ops" {
+		t.Errorf("metadata %v; want the operator's owner=ops kept", have.Metadata)
+	}
+	if !strings.Contains(logs.String(), "stream updated") || !strings.Contains(logs.String(), "stream=EVENTS") {
+		t.Errorf("no update logged:\n%s", logs.String())
+	}
+}
+
+func TestEnsureStreamsUsesAStreamOfAnotherStorageTypeAsItIs(t *testing.T) {
+	js := newJetStream(t, connect(t, runServer(t), log.NewNopLogger()))
+	ctx := context.Background()
+	// EVENTS exists in memory with other settings; the configuration asks
+	// for file storage.
+	old := Streams(StreamConfig{Storage: jetstream.MemoryStorage})[0]
+	old.MaxAge = time.Hour
+	if _, err := js.CreateStream(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+
+	var logs logBuffer
+	cfg := StreamConfig{Storage: jetstream.FileStorage}
+	if err := EnsureStreams(ctx, js, cfg, logs.logger()); err != nil {
+		t.Fatal(err)
+	}
+	have := streamConfig(t, js, StreamEvents)
+	if have.Storage != jetstream.MemoryStorage {
+		t.Errorf("EVENTS storage %s; want it left as memory", have.Storage)
+	}
+	if have.MaxAge != 5*time.Minute {
+		t.Errorf("EVENTS max age %s; want the other settings updated (5m)", have.MaxAge)
+	}
+	if s := streamConfig(t, js, StreamCommands); s.Storage != jetstream.FileStorage {
+		t.Errorf("COMMANDS storage %s; want file", s.Storage)
+	}
+	out := logs.String()
+	if !strings.Contains(out, "level=warn") || !strings.Contains(out, "stream=EVENTS") || !strings.Contains(out, "another storage type") {
+		t.Errorf("no storage warning logged:\n%s", out)
+	}
+}
+
+func TestEnsureStreamsReportsAnImpossibleConfiguration(t *testing.T) {
+	js := newJetStream(t, connect(t, runServer(t), log.NewNopLogger()))
+	// A single server cannot hold 3 replicas.
+	err := EnsureStreams(context.Background(), js, StreamConfig{Storage: jetstream.FileStorage, Replicas: 3}, log.NewNopLogger())
+	if err == nil || !strings.Contains(err.Error(), "EVENTS") {
+		t.Errorf("err = %v; want an error naming the stream", err)
+	}
+}
+
+func TestEnsureStreamsFailsWithoutJetStream(t *testing.T) {
+	js := newJetStream(t, connect(t, runServer(t, withoutJetStream), log.NewNopLogger()))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := EnsureStreams(ctx, js, StreamConfig{Storage: jetstream.FileStorage}, log.NewNopLogger()); err == nil {
+		t.Error("EnsureStreams succeeded without JetStream")
+	}
+}
