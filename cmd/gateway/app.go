@@ -199,6 +199,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		breakerState = func() service.BreakerState { return breaker.State() }
 	}
 	identify := shard.NewBucketLimiter(maxConcurrency, cfg.IdentifyWindow)
+	for id := first; id < first+count; id++ {
+		identify.Expect(id)
+	}
 	pool := service.NewPool(service.PoolConfig{
 		PoolID: cfg.PoolID, FirstShard: first, Count: count, TotalShards: total,
 		NewShard: func(id int) *shard.Shard {

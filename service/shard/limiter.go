@@ -73,14 +73,25 @@ func (l *sendLimiter) reserveSlot(now time.Time, heartbeat bool) time.Duration {
 // identifies per 5 s, one per bucket shard_id % max_concurrency, across every
 // process of the bot.
 type IdentifyLimiter interface {
-	// Acquire blocks until shardID may IDENTIFY. The caller must call release
-	// once, with the time the IDENTIFY was sent (zero if it was not sent, which
-	// gives the permit back unused).
-	Acquire(ctx context.Context, shardID int) (release func(sent time.Time), err error)
+	// Acquire blocks until it is shardID's turn in its bucket. The shard
+	// then dials, waits for HELLO and calls Permit.Wait right before it sends
+	// IDENTIFY, so the dial overlaps the previous holder's window.
+	Acquire(ctx context.Context, shardID int) (Permit, error)
 }
 
-// BucketLimiter is the in-process IdentifyLimiter: one permit per bucket per
-// window, granted to the lowest waiting shard first so buckets start in order.
+// Permit is one shard's turn to IDENTIFY.
+type Permit interface {
+	// Wait blocks until the bucket's window since the previous IDENTIFY
+	// has passed.
+	Wait(ctx context.Context) error
+	// Release ends the turn: sent is when the IDENTIFY was sent, or zero
+	// when it was not (the turn passes on without using the window).
+	// Calls after the first are ignored.
+	Release(sent time.Time)
+}
+
+// BucketLimiter is the in-process IdentifyLimiter: one IDENTIFY per bucket
+// per window, granted in shard order so buckets start in order.
 type BucketLimiter struct {
 	maxConcurrency int
 	window         time.Duration
@@ -90,14 +101,15 @@ type BucketLimiter struct {
 }
 
 type bucket struct {
-	busy    bool
-	next    time.Time // earliest time the next IDENTIFY may be sent
-	waiters map[int]chan struct{}
+	busy     bool
+	next     time.Time // earliest time the next IDENTIFY may be sent
+	waiters  map[int]chan struct{}
+	expected map[int]bool // shards announced by Expect that have not asked yet
 }
 
 // NewBucketLimiter returns a limiter for max_concurrency buckets of window.
-// A small safety margin is added to the window so that scheduling jitter
-// between our send and Discord's receipt can never break the limit.
+// A small safety margin (2%) is added to the window so that scheduling
+// jitter between our send and Discord's receipt can never break the limit.
 func NewBucketLimiter(maxConcurrency int, window time.Duration) *BucketLimiter {
 	if maxConcurrency < 1 {
 		maxConcurrency = 1
@@ -105,15 +117,31 @@ func NewBucketLimiter(maxConcurrency int, window time.Duration) *BucketLimiter {
 	return &BucketLimiter{maxConcurrency: maxConcurrency, window: window + window/50, buckets: map[int]*bucket{}}
 }
 
-// Acquire implements IdentifyLimiter.
-func (l *BucketLimiter) Acquire(ctx context.Context, shardID int) (func(time.Time), error) {
+func (l *BucketLimiter) bucket(shardID int) *bucket {
 	key := shardID % l.maxConcurrency
-	l.mu.Lock()
 	b := l.buckets[key]
 	if b == nil {
-		b = &bucket{waiters: map[int]chan struct{}{}}
+		b = &bucket{waiters: map[int]chan struct{}{}, expected: map[int]bool{}}
 		l.buckets[key] = b
 	}
+	return b
+}
+
+// Expect announces shards that are about to identify, so that a shard whose
+// goroutine happens to ask first cannot overtake a lower one.
+func (l *BucketLimiter) Expect(shardIDs ...int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, id := range shardIDs {
+		l.bucket(id).expected[id] = true
+	}
+}
+
+// Acquire implements IdentifyLimiter.
+func (l *BucketLimiter) Acquire(ctx context.Context, shardID int) (Permit, error) {
+	l.mu.Lock()
+	b := l.bucket(shardID)
+	delete(b.expected, shardID)
 	ch := make(chan struct{})
 	b.waiters[shardID] = ch
 	l.grant(b)
@@ -121,50 +149,60 @@ func (l *BucketLimiter) Acquire(ctx context.Context, shardID int) (func(time.Tim
 
 	select {
 	case <-ch:
+		return &bucketPermit{l: l, b: b}, nil
 	case <-ctx.Done():
 		l.mu.Lock()
+		defer l.mu.Unlock()
 		if _, waiting := b.waiters[shardID]; waiting {
 			delete(b.waiters, shardID)
-			l.mu.Unlock()
-			return nil, ctx.Err()
+			l.grant(b) // a lower expected shard may have been the one blocking
+		} else {
+			// Granted while we gave up: pass the turn on.
+			b.busy = false
+			l.grant(b)
 		}
-		// Granted while we gave up: hand the permit on.
-		b.busy = false
-		l.grant(b)
-		l.mu.Unlock()
 		return nil, ctx.Err()
 	}
-	if wait := time.Until(b.nextTime(&l.mu)); wait > 0 {
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			l.release(b, time.Time{})
-			return nil, ctx.Err()
+}
+
+type bucketPermit struct {
+	l    *BucketLimiter
+	b    *bucket
+	once sync.Once
+}
+
+func (p *bucketPermit) Wait(ctx context.Context) error {
+	p.l.mu.Lock()
+	next := p.b.next
+	p.l.mu.Unlock()
+	wait := time.Until(next)
+	if wait <= 0 {
+		return nil
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (p *bucketPermit) Release(sent time.Time) {
+	p.once.Do(func() {
+		p.l.mu.Lock()
+		defer p.l.mu.Unlock()
+		if !sent.IsZero() {
+			p.b.next = sent.Add(p.l.window)
 		}
-	}
-	var once sync.Once
-	return func(sent time.Time) { once.Do(func() { l.release(b, sent) }) }, nil
+		p.b.busy = false
+		p.l.grant(p.b)
+	})
 }
 
-func (b *bucket) nextTime(mu *sync.Mutex) time.Time {
-	mu.Lock()
-	defer mu.Unlock()
-	return b.next
-}
-
-func (l *BucketLimiter) release(b *bucket, sent time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !sent.IsZero() {
-		b.next = sent.Add(l.window)
-	}
-	b.busy = false
-	l.grant(b)
-}
-
-// grant hands the free bucket to its lowest waiting shard. Caller holds mu.
+// grant hands a free bucket to its lowest waiting shard, unless a lower
+// shard is expected. Caller holds mu.
 func (l *BucketLimiter) grant(b *bucket) {
 	if b.busy || len(b.waiters) == 0 {
 		return
@@ -173,6 +211,11 @@ func (l *BucketLimiter) grant(b *bucket) {
 	for id := range b.waiters {
 		if low < 0 || id < low {
 			low = id
+		}
+	}
+	for id := range b.expected {
+		if id < low {
+			return
 		}
 	}
 	ch := b.waiters[low]

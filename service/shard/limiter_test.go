@@ -31,75 +31,85 @@ func TestSendLimiterKeepsRoomForHeartbeats(t *testing.T) {
 	}
 }
 
-func TestBucketLimiterGrantsLowestShardFirstAndSpacesIdentifies(t *testing.T) {
+func TestBucketLimiterGrantsInShardOrderAndSpacesIdentifies(t *testing.T) {
 	const window = 40 * time.Millisecond
 	l := NewBucketLimiter(2, window)
 	ctx := context.Background()
-
-	// Hold bucket 0 so that shards 4, 2 and 6 queue up behind it.
-	release, err := l.Acquire(ctx, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// 0, 2, 4 and 6 share bucket 0. They ask in a scrambled order, but were
+	// announced, so they are served by id.
+	l.Expect(0, 2, 4, 6)
 	var (
 		mu    sync.Mutex
 		order []int
-		sent  = map[int]time.Time{}
+		sent  []time.Time
 		wg    sync.WaitGroup
 	)
-	for _, id := range []int{4, 2, 6} {
+	for _, id := range []int{6, 4, 2, 0} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rel, err := l.Acquire(ctx, id)
+			p, err := l.Acquire(ctx, id)
 			if err != nil {
+				t.Error(err)
+				return
+			}
+			if err := p.Wait(ctx); err != nil {
 				t.Error(err)
 				return
 			}
 			now := time.Now()
 			mu.Lock()
 			order = append(order, id)
-			sent[id] = now
+			sent = append(sent, now)
 			mu.Unlock()
-			rel(now)
+			p.Release(now)
 		}()
+		time.Sleep(2 * time.Millisecond)
 	}
-	// Let the three goroutines queue (they cannot get ahead of shard 0).
-	for {
-		l.mu.Lock()
-		n := len(l.buckets[0].waiters)
-		l.mu.Unlock()
-		if n == 3 {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
-	first := time.Now()
-	release(first)
 	wg.Wait()
-	if want := []int{2, 4, 6}; len(order) != 3 || order[0] != want[0] || order[1] != want[1] || order[2] != want[2] {
+	if want := []int{0, 2, 4, 6}; len(order) != 4 || order[0] != want[0] || order[1] != want[1] || order[2] != want[2] || order[3] != want[3] {
 		t.Fatalf("grant order %v, want %v", order, want)
 	}
-	prev := first
-	for _, id := range order {
-		if gap := sent[id].Sub(prev); gap < window {
-			t.Fatalf("shard %d identified %v after the previous one in its bucket, want >= %v", id, gap, window)
+	for i := 1; i < len(sent); i++ {
+		if gap := sent[i].Sub(sent[i-1]); gap < window {
+			t.Fatalf("identify %d came %v after the previous one in its bucket, want >= %v", i, gap, window)
 		}
-		prev = sent[id]
+	}
+}
+
+func TestBucketLimiterBucketsAreIndependent(t *testing.T) {
+	l := NewBucketLimiter(2, time.Hour)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	p0, err := l.Acquire(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p0.Release(time.Now())
+	p1, err := l.Acquire(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p1.Wait(ctx); err != nil {
+		t.Fatalf("bucket 1 waited on bucket 0's window: %v", err)
 	}
 }
 
 func TestBucketLimiterUnusedPermitIsReturnedAtOnce(t *testing.T) {
 	l := NewBucketLimiter(1, time.Hour)
-	rel, err := l.Acquire(context.Background(), 0)
+	p, err := l.Acquire(context.Background(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rel(time.Time{}) // IDENTIFY not sent
+	p.Release(time.Time{}) // IDENTIFY not sent
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := l.Acquire(ctx, 1); err != nil {
+	p2, err := l.Acquire(ctx, 1)
+	if err != nil {
 		t.Fatalf("permit not returned: %v", err)
+	}
+	if err := p2.Wait(ctx); err != nil {
+		t.Fatalf("an unused permit started a window: %v", err)
 	}
 }
 

@@ -249,6 +249,19 @@ func (s *Shard) connect(ctx context.Context) outcome {
 		s.setState(StateConnecting)
 	}
 
+	// An identifying connection takes its turn in the identify bucket
+	// before dialing, so the dial overlaps the previous shard's window.
+	var permit Permit
+	if !resume {
+		s.setState(StateIdentifying)
+		p, err := s.cfg.Identify.Acquire(ctx, s.cfg.ID)
+		if err != nil {
+			return outcome{act: actStop}
+		}
+		permit = p
+		defer permit.Release(time.Time{})
+	}
+
 	var h *heart
 	conn := NewConn(s.cfg.Compression, s.cfg.Limits, 3, func(op ws.OpCode, at time.Time) { h.control(op, at) })
 	h = newHeart(conn, &s.lastSeq)
@@ -301,7 +314,7 @@ func (s *Shard) connect(ctx context.Context) outcome {
 			return s.sendFailed(ctx, err)
 		}
 	} else {
-		if err := s.identify(ctx, conn); err != nil {
+		if err := s.identify(ctx, conn, permit); err != nil {
 			return s.sendFailed(ctx, err)
 		}
 	}
@@ -374,12 +387,8 @@ func (s *Shard) malformed(m *MalformedFrame) {
 	level.Warn(s.logger).Log("msg", "malformed gateway frame skipped", "reason", m.Reason, "err", m.Err)
 }
 
-func (s *Shard) identify(ctx context.Context, conn *Conn) error {
+func (s *Shard) identify(ctx context.Context, conn *Conn, permit Permit) error {
 	s.setState(StateIdentifying)
-	release, err := s.cfg.Identify.Acquire(ctx, s.cfg.ID)
-	if err != nil {
-		return err
-	}
 	cmd := gateway.IdentifyCommand{
 		Token:      s.cfg.Token,
 		Properties: gateway.IdentifyProperties{gateway.IdentifyOS: runtime.GOOS, gateway.IdentifyBrowser: "shardpool", gateway.IdentifyDevice: "shardpool"},
@@ -388,14 +397,16 @@ func (s *Shard) identify(ctx context.Context, conn *Conn) error {
 	}
 	b, err := json.Marshal(ws.Op{Code: opIdentify, Data: &cmd})
 	if err != nil {
-		release(time.Time{})
 		return fmt.Errorf("encode IDENTIFY: %w", err)
 	}
+	if err := permit.Wait(ctx); err != nil {
+		return err
+	}
 	if err := conn.Send(ctx, b); err != nil {
-		release(time.Time{})
 		return fmt.Errorf("send IDENTIFY: %w", err)
 	}
-	release(time.Now())
+	// The window counts from after the write, never from before it.
+	permit.Release(time.Now())
 	s.cfg.Metrics.Identifies.WithLabelValues(s.label).Inc()
 	level.Info(s.logger).Log("msg", "identified", "total_shards", s.cfg.Total)
 	return nil
