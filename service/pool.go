@@ -92,10 +92,13 @@ func NewPool(cfg PoolConfig) *Pool {
 // Shards returns the pool's shards in id order.
 func (p *Pool) Shards() []*shard.Shard { return p.shards }
 
-// Run runs every shard until ctx ends or Drain is called. A shard that stops
-// on a fatal close code does not stop the others.
+// Run runs every shard until ctx ends or Drain is called, and returns when
+// ctx ends: after a drain the pool keeps answering /status (with the
+// hand-off records) until the process stops. A shard that stops on a fatal
+// close code does not stop the others.
 func (p *Pool) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
+	shardCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	p.cancel = cancel
 	p.state.Store(PoolRunning)
 	close(p.started)
@@ -105,7 +108,7 @@ func (p *Pool) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = s.Run(ctx)
+			errs[i] = s.Run(shardCtx)
 		}()
 	}
 	wg.Wait()
@@ -115,9 +118,8 @@ func (p *Pool) Run(ctx context.Context) error {
 		// failing /ready rather than exiting: a restart loop would keep
 		// identifying with a token Discord has rejected.
 		level.Error(p.logger).Log("msg", "every shard of the pool stopped; not ready", "err", errors.Join(errs...))
-		<-ctx.Done()
 	}
-	cancel()
+	<-ctx.Done()
 	if p.draining.Load() {
 		<-p.drainDone
 	}
@@ -170,13 +172,15 @@ func (p *Pool) Status(ctx context.Context) (Status, error) {
 	if p.cfg.Breaker != nil {
 		st.Publish.Breaker = p.cfg.Breaker().String()
 	}
-	drained := st.State == PoolDrained
-	for _, s := range p.shards {
-		ss := ShardStatus{Status: s.Status()}
-		if drained {
-			ss.Handoff = s.Handoff()
+	// Once drained, each shard shows the hand-off record the drain returned.
+	handoffs := map[int]*shard.Handoff{}
+	if st.State == PoolDrained {
+		for _, h := range p.drainRes.Shards {
+			handoffs[h.ShardID] = h.Handoff
 		}
-		st.Shards = append(st.Shards, ss)
+	}
+	for _, s := range p.shards {
+		st.Shards = append(st.Shards, ShardStatus{Status: s.Status(), Handoff: handoffs[s.ID()]})
 	}
 	return st, nil
 }

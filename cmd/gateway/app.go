@@ -327,9 +327,19 @@ func (b *natsBroker) close() {
 }
 
 // connectNATS connects (retrying in the background if NATS is down at
-// startup) and ensures the streams, retrying until they exist.
+// startup) and ensures the streams, again after every reconnect: a lone
+// server with memory storage comes back without them.
 func (m *Main) connectNATS(ctx context.Context, cfg Config, logger log.Logger, reg prometheus.Registerer) (*natsBroker, error) {
-	nc, err := jspub.Connect(cfg.NATSURL, "discord-gateway-pool-"+strconv.Itoa(cfg.PoolID), logger, nil)
+	ensure := make(chan struct{}, 1)
+	kick := func(connected bool) {
+		if connected {
+			select {
+			case ensure <- struct{}{}:
+			default:
+			}
+		}
+	}
+	nc, err := jspub.Connect(cfg.NATSURL, "discord-gateway-pool-"+strconv.Itoa(cfg.PoolID), logger, kick)
 	if err != nil {
 		return nil, fmt.Errorf("invalid NATS_URL: %w", err)
 	}
@@ -342,23 +352,30 @@ func (m *Main) connectNATS(ctx context.Context, cfg Config, logger log.Logger, r
 	if cfg.StreamStorage == "file" {
 		storage = jetstream.FileStorage
 	}
+	streams := jspub.StreamConfig{Storage: storage, Replicas: cfg.StreamReplicas}
 	ectx, stop := context.WithCancel(context.Background())
+	kick(nc.IsConnected())
 	go func() {
-		delay := 500 * time.Millisecond
 		for {
-			cctx, c := context.WithTimeout(ectx, 10*time.Second)
-			err := jspub.EnsureStreams(cctx, js, jspub.StreamConfig{Storage: storage, Replicas: cfg.StreamReplicas}, logger)
-			c()
-			if err == nil || ectx.Err() != nil {
-				return
-			}
-			level.Warn(logger).Log("msg", "cannot ensure JetStream streams yet; retrying", "err", err, "in", delay)
 			select {
 			case <-ectx.Done():
 				return
-			case <-time.After(delay):
+			case <-ensure:
 			}
-			delay = min(delay*2, 30*time.Second)
+			for delay := 500 * time.Millisecond; ; delay = min(delay*2, 30*time.Second) {
+				cctx, c := context.WithTimeout(ectx, 10*time.Second)
+				err := jspub.EnsureStreams(cctx, js, streams, logger)
+				c()
+				if err == nil || ectx.Err() != nil {
+					break
+				}
+				level.Warn(logger).Log("msg", "cannot ensure JetStream streams yet; retrying", "err", err, "in", delay)
+				select {
+				case <-ectx.Done():
+					return
+				case <-time.After(delay):
+				}
+			}
 		}
 	}()
 	pub, err := jspub.NewPublisher(nc, logger)
