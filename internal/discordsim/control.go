@@ -1,0 +1,199 @@
+package discordsim
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+)
+
+var (
+	// ErrNoSession is returned when a shard never identified or its latest
+	// session was invalidated.
+	ErrNoSession = errors.New("discordsim: shard has no valid session")
+	// ErrNotConnected is returned by controls that need a live connection.
+	ErrNotConnected = errors.New("discordsim: shard has no live connection")
+)
+
+// currentSession is the latest session identified for shard (any total).
+func (s *Server) currentSession(shard int) *session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.current[shard]
+}
+
+func (s *Server) liveConn(shard int) (*conn, *session, error) {
+	ss := s.currentSession(shard)
+	if ss == nil {
+		return nil, nil, ErrNoSession
+	}
+	c := ss.liveConn()
+	if c == nil {
+		return nil, ss, ErrNotConnected
+	}
+	return c, ss, nil
+}
+
+// Dispatch appends a dispatch of type t with body d to shard's current
+// session and returns its seq. If the session has no live connection the
+// dispatch is only logged and will be replayed by a RESUME, like Discord.
+// d must be valid JSON and t an event name such as "GUILD_CREATE". Unlike
+// the load generator, Dispatch does not filter by the session's intents.
+func (s *Server) Dispatch(shard int, t string, d []byte) (int64, error) {
+	if !validEventName(t) {
+		return 0, fmt.Errorf("discordsim: invalid event name %q", t)
+	}
+	if !json.Valid(d) {
+		return 0, fmt.Errorf("discordsim: %s body is not valid JSON", t)
+	}
+	ss := s.currentSession(shard)
+	if ss == nil {
+		return 0, ErrNoSession
+	}
+	rec, err := ss.dispatch(t, d)
+	if err != nil {
+		return 0, ErrNoSession
+	}
+	return rec.seq, nil
+}
+
+// Drop closes shard's TCP connection without a close frame (network loss).
+// The session stays resumable.
+func (s *Server) Drop(shard int) error {
+	c, ss, err := s.liveConn(shard)
+	if err != nil {
+		return err
+	}
+	ss.detach(c) // detach first so nothing else is queued to the dying conn
+	c.kill(ActionDrop, "Drop requested")
+	return nil
+}
+
+// CloseWith sends a close frame with code and reason (after what is already
+// queued), then closes the connection. Codes after which Discord requires a
+// new session (4004, 4007, 4009, 4010-4014) also invalidate the session;
+// others leave it resumable. An empty reason uses Discord's text.
+func (s *Server) CloseWith(shard int, code int, reason string) error {
+	c, _, err := s.liveConn(shard)
+	if err != nil {
+		return err
+	}
+	c.closeWith(code, reason, closeEndsSession(code), "CloseWith requested")
+	return nil
+}
+
+// Reconnect sends op 7. Like Discord the connection is left open; the
+// client is expected to close it and RESUME.
+func (s *Server) Reconnect(shard int) error {
+	c, ss, err := s.liveConn(shard)
+	if err != nil {
+		return err
+	}
+	c.enqueue(outItem{raw: controlFrame(OpReconnect, "null")})
+	s.recordAction(Action{Kind: ActionReconnect, Shard: shard, SessionID: ss.id, ConnID: c.id})
+	return nil
+}
+
+// InvalidSession sends op 9 with d=resumable. The session is unbound from
+// the connection (which stays open, so the client may IDENTIFY or RESUME on
+// it or reconnect); with resumable=false it is also invalidated.
+func (s *Server) InvalidSession(shard int, resumable bool) error {
+	c, ss, err := s.liveConn(shard)
+	if err != nil {
+		return err
+	}
+	if resumable {
+		ss.detach(c)
+	} else {
+		ss.invalidate()
+	}
+	c.setSession(nil)
+	s.sendInvalidSession(c, shard, ss.id, resumable, "InvalidSession requested")
+	return nil
+}
+
+// RequestHeartbeat sends op 1; the client must answer with a heartbeat.
+func (s *Server) RequestHeartbeat(shard int) error {
+	c, ss, err := s.liveConn(shard)
+	if err != nil {
+		return err
+	}
+	c.enqueue(outItem{raw: controlFrame(OpHeartbeat, "null")})
+	s.recordAction(Action{Kind: ActionHeartbeatReq, Shard: shard, SessionID: ss.id, ConnID: c.id})
+	return nil
+}
+
+// WithholdAcks turns heartbeat ACKs off (on=true) or back on for shard's
+// current connection, simulating a zombie connection. It applies to that
+// connection only: a new connection (e.g. after the client resumed) gets
+// ACKs again, as a zombied link would be replaced by a healthy one.
+func (s *Server) WithholdAcks(shard int, on bool) error {
+	c, ss, err := s.liveConn(shard)
+	if err != nil {
+		return err
+	}
+	c.withhold.Store(on)
+	s.recordAction(Action{Kind: ActionWithholdAcks, Shard: shard, SessionID: ss.id, ConnID: c.id, Detail: fmt.Sprint(on)})
+	return nil
+}
+
+// SendRaw writes frame as one message on shard's connection, compressed per
+// the connection's transport compression, e.g. to inject malformed data.
+func (s *Server) SendRaw(shard int, frame []byte) error {
+	c, ss, err := s.liveConn(shard)
+	if err != nil {
+		return err
+	}
+	c.enqueue(outItem{raw: append([]byte(nil), frame...)})
+	s.recordAction(Action{Kind: ActionSendRaw, Shard: shard, SessionID: ss.id, ConnID: c.id, Detail: fmt.Sprintf("%d bytes", len(frame))})
+	return nil
+}
+
+// SetEventRate changes the load generator rate (dispatches per second per
+// session); 0 stops it.
+func (s *Server) SetEventRate(perShard float64) {
+	if perShard < 0 || math.IsNaN(perShard) {
+		perShard = 0
+	}
+	s.rateBits.Store(math.Float64bits(perShard))
+	select {
+	case s.rateCh <- struct{}{}:
+	default:
+	}
+	if perShard > 0 {
+		s.startGenerator()
+	}
+}
+
+// EventRate returns the current load generator rate.
+func (s *Server) EventRate() float64 { return math.Float64frombits(s.rateBits.Load()) }
+
+// SetSessionStartRemaining sets session_start_limit.remaining, and lifts a
+// token revocation caused by exhausting it (the daily reset, or the owner
+// installing the new token).
+func (s *Server) SetSessionStartRemaining(n int) {
+	s.mu.Lock()
+	s.remaining = max(n, 0)
+	s.revoked = false
+	s.mu.Unlock()
+}
+
+// GuildIDForShard is the method form of the package function.
+func (s *Server) GuildIDForShard(shard, total, n int) string { return GuildIDForShard(shard, total, n) }
+
+// CurrentSession returns the id of shard's latest session, or "".
+func (s *Server) CurrentSession(shard int) string {
+	if ss := s.currentSession(shard); ss != nil {
+		return ss.id
+	}
+	return ""
+}
+
+// LiveConnID returns the id of shard's live connection (as in Record
+// entries), or 0.
+func (s *Server) LiveConnID(shard int) int64 {
+	if c, _, err := s.liveConn(shard); err == nil {
+		return c.id
+	}
+	return 0
+}
