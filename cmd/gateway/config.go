@@ -116,13 +116,13 @@ var vars = []variable{
 		}
 		return fmt.Errorf("%q must be debug, info, warn or error", v)
 	}},
-	{"GATEWAY_COMPRESSION", "zlib-stream", "gateway transport compression: zlib-stream or none", func(c *Config, v string) error {
+	{"GATEWAY_COMPRESSION", "zlib-stream", "gateway transport compression: zlib-stream, zstd-stream or none", func(c *Config, v string) error {
 		switch v {
-		case "zlib-stream", "none":
+		case "zlib-stream", "zstd-stream", "none":
 			c.Compression = v
 			return nil
 		}
-		return fmt.Errorf("%q must be zlib-stream or none", v)
+		return fmt.Errorf("%q must be zlib-stream, zstd-stream or none", v)
 	}},
 	{"DRAIN_TOKEN", "", "bearer token required by POST /drain (unset: no auth; a warning when the HTTP host is not loopback)", func(c *Config, v string) error {
 		c.DrainToken = v

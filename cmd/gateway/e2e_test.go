@@ -96,9 +96,7 @@ func TestEndToEndPublishesTheSixEventTypesFieldByField(t *testing.T) {
 	bySubject := map[string]*jetstream.RawStreamMsg{}
 	var all []*jetstream.RawStreamMsg
 	for _, s := range []string{"EVENTS", "COMMANDS"} {
-		for _, m := range e.streamMsgs(s) {
-			all = append(all, m)
-		}
+		all = append(all, e.streamMsgs(s)...)
 	}
 	// GUILD_CREATEs of the initial guilds are none (GuildsPerShard 0), so
 	// exactly the six cases are stored.
