@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math/rand"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 // zlibStream compresses msgs the way Discord does: one zlib context for the
@@ -82,4 +84,79 @@ func TestInflaterEnforcesSizeLimit(t *testing.T) {
 	if _, err := newInflater(64 << 10).Inflate(frames[0]); err != ErrTooLarge {
 		t.Fatalf("got %v, want ErrTooLarge", err)
 	}
+}
+
+// zstdStream compresses msgs as Discord's zstd-stream does: one zstd frame
+// for the connection, flushed after every message.
+func zstdStream(t testing.TB, msgs [][]byte) [][]byte {
+	var buf bytes.Buffer
+	w, err := zstd.NewWriter(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var frames [][]byte
+	for _, m := range msgs {
+		if _, err := w.Write(m); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		frames = append(frames, append([]byte(nil), buf.Bytes()...))
+		buf.Reset()
+	}
+	return frames
+}
+
+func TestZstdInflaterDecodesEveryMessageOfOneStream(t *testing.T) {
+	msgs := sampleMessages(300)
+	z := newZstdInflater(1 << 20)
+	defer z.Close()
+	for i, f := range zstdStream(t, msgs) {
+		got, err := z.Inflate(f)
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		if !bytes.Equal(got, msgs[i]) {
+			t.Fatalf("message %d: got %d bytes, want %d", i, len(got), len(msgs[i]))
+		}
+	}
+}
+
+func TestZstdInflaterReportsGarbageAndStaysResponsive(t *testing.T) {
+	z := newZstdInflater(1 << 20)
+	defer z.Close()
+	for i := 0; i < 3; i++ {
+		if _, err := z.Inflate([]byte("definitely not zstd")); err == nil {
+			t.Fatalf("call %d: want an error", i)
+		}
+	}
+}
+
+func TestZstdInflaterEnforcesSizeLimit(t *testing.T) {
+	frames := zstdStream(t, [][]byte{bytes.Repeat([]byte("a"), 4<<20)})
+	z := newZstdInflater(64 << 10)
+	defer z.Close()
+	if _, err := z.Inflate(frames[0]); err == nil {
+		t.Fatal("a 4 MiB message passed a 64 KiB limit")
+	}
+}
+
+func sampleMessages(n int) [][]byte {
+	rng := rand.New(rand.NewSource(2))
+	var msgs [][]byte
+	for i := 0; i < n; i++ {
+		size := rng.Intn(2000)
+		if i%50 == 7 {
+			size = 70000
+		}
+		var b bytes.Buffer
+		fmt.Fprintf(&b, `{"op":0,"s":%d,"t":"GUILD_MEMBER_ADD","d":{"guild_id":"%d","pad":"`, i, rng.Int63())
+		for b.Len() < size {
+			fmt.Fprintf(&b, "user%d-", rng.Intn(40))
+		}
+		b.WriteString(`"}}`)
+		msgs = append(msgs, b.Bytes())
+	}
+	return msgs
 }

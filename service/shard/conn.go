@@ -201,11 +201,17 @@ type envelope struct {
 func (c *Conn) readLoop(conn *websocket.Conn, ops chan<- ws.Op) {
 	defer close(ops)
 	var (
-		z   *inflater
+		z   decompressor
 		buf []byte
 	)
-	if c.compression == CompressionZlibStream {
+	switch c.compression {
+	case CompressionZlibStream:
 		z = newInflater(c.limits.MaxMessageBytes)
+	case CompressionZstdStream:
+		z = newZstdInflater(c.limits.MaxMessageBytes)
+	}
+	if z != nil {
+		defer z.Close()
 	}
 	for {
 		typ, r, err := conn.NextReader()
@@ -229,7 +235,7 @@ func (c *Conn) readLoop(conn *websocket.Conn, ops chan<- ws.Op) {
 			if msg, err = z.Inflate(buf); err != nil {
 				// The compression context is broken for good: the shard
 				// reconnects and resumes on a fresh context.
-				c.emit(ops, ws.Op{Code: -1, Data: &ws.CloseEvent{Code: -1, Err: fmt.Errorf("broken zlib-stream: %w", err)}})
+				c.emit(ops, ws.Op{Code: -1, Data: &ws.CloseEvent{Code: -1, Err: fmt.Errorf("broken %s: %w", c.compression, err)}})
 				c.CloseWithCode(4000, "decompression error")
 				return
 			}

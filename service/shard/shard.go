@@ -485,6 +485,7 @@ func (s *Shard) dispatch(ctx context.Context, d *Dispatch) (ready bool) {
 		return false
 	}
 	if !publishIt {
+		level.Debug(s.logger).Log("msg", "dispatch not published", "type", d.Type, "seq", d.Seq)
 		s.acks.add(d.Seq, true)
 		return false
 	}
