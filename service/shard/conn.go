@@ -190,14 +190,6 @@ func (c *Conn) stalledSince(t time.Time) bool {
 	return c.stalled.Load() || c.unstalledAt.Load() >= t.UnixNano()
 }
 
-// envelope is the gateway payload with `d` left raw.
-type envelope struct {
-	Op ws.OpCode       `json:"op"`
-	S  int64           `json:"s"`
-	T  string          `json:"t"`
-	D  json.RawMessage `json:"d"`
-}
-
 func (c *Conn) readLoop(conn *websocket.Conn, ops chan<- ws.Op) {
 	defer close(ops)
 	var (
@@ -240,8 +232,8 @@ func (c *Conn) readLoop(conn *websocket.Conn, ops chan<- ws.Op) {
 				return
 			}
 		}
-		var env envelope
-		if err := json.Unmarshal(msg, &env); err != nil {
+		env, err := parseEnvelope(msg)
+		if err != nil {
 			c.emit(ops, malformedOp("json", err))
 			continue
 		}
@@ -277,8 +269,10 @@ func decodeOp(env *envelope, at time.Time) (ws.Op, error) {
 		if env.T == "" {
 			return ws.Op{}, errors.New("dispatch without a type")
 		}
+		// d is copied out of the connection's reused read buffer.
+		d := append(make([]byte, 0, len(env.D)), env.D...)
 		return ws.Op{Code: opDispatch, Type: ws.EventType(env.T), Sequence: env.S,
-			Data: &Dispatch{Type: env.T, Seq: env.S, Data: env.D, ReceivedAt: at}}, nil
+			Data: &Dispatch{Type: env.T, Seq: env.S, Data: d, ReceivedAt: at}}, nil
 	case opHello:
 		var h gateway.HelloEvent
 		if err := json.Unmarshal(env.D, &h); err != nil || h.HeartbeatInterval <= 0 {
