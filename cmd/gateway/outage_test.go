@@ -153,7 +153,8 @@ func TestDrainUnderLoadHandsOffResumableSessions(t *testing.T) {
 		t.Fatalf("drain result %+v", res)
 	}
 	e.sim.SetEventRate(0)
-	time.Sleep(200 * time.Millisecond)
+	// The simulator records a close frame when its reader gets to it.
+	e.eventually("both close frames recorded", 10*time.Second, func() bool { return len(e.sim.Record().ClientCloses) >= 2 })
 
 	rec := e.sim.Record()
 	sessions := map[int]discordsim.SessionInfo{}

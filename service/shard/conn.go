@@ -14,6 +14,8 @@ import (
 	"github.com/diamondburned/arikawa/v3/gateway"
 	"github.com/diamondburned/arikawa/v3/utils/ws"
 	"github.com/gorilla/websocket"
+
+	"github.com/shardpool/gateway/service/event"
 )
 
 // Gateway opcodes (Discord's gateway docs).
@@ -28,13 +30,20 @@ const (
 	opHeartbeatAck   ws.OpCode = 11
 )
 
-// Dispatch is a gateway dispatch (op 0) whose body stays raw bytes: the
-// gateway publishes `d` exactly as Discord sent it.
+// Dispatch is a gateway dispatch (op 0). Its event is built on the read
+// goroutine, straight from the connection's read buffer, so decoding
+// overlaps with publishing and `d` is copied once, into the message body,
+// exactly as Discord sent it.
 type Dispatch struct {
 	Type       string
 	Seq        int64
-	Data       []byte
 	ReceivedAt time.Time
+	// Data is d itself, kept only for dispatches the shard reads (READY).
+	Data []byte
+	// Event is the message to publish; nil when the type is not published.
+	Event *event.Event
+	// Err reports a d that could not be routed (malformed).
+	Err error
 }
 
 // Op implements ws.Event.
@@ -78,6 +87,11 @@ type Conn struct {
 
 	// control is called on the read goroutine for op 1 and op 11.
 	control func(op ws.OpCode, at time.Time)
+	// wireBytes counts received message bytes before decompression.
+	wireBytes interface{ Add(float64) }
+	// prepare turns a dispatch's d (valid only during the call) into a
+	// Dispatch, on the read goroutine.
+	prepare func(t string, seq int64, d []byte, at time.Time) *Dispatch
 
 	wmu     sync.Mutex // one writer at a time (gorilla's rule)
 	mu      sync.Mutex
@@ -218,6 +232,9 @@ func (c *Conn) readLoop(conn *websocket.Conn, ops chan<- ws.Op) {
 			return
 		}
 		at := time.Now()
+		if c.wireBytes != nil {
+			c.wireBytes.Add(float64(len(buf)))
+		}
 		msg := buf
 		if typ == websocket.BinaryMessage {
 			if z == nil {
@@ -242,7 +259,7 @@ func (c *Conn) readLoop(conn *websocket.Conn, ops chan<- ws.Op) {
 			c.control(env.Op, at)
 			continue
 		}
-		op, err := decodeOp(&env, at)
+		op, err := c.decodeOp(&env, at)
 		if err != nil {
 			c.emit(ops, malformedOp("payload", err))
 			continue
@@ -263,16 +280,20 @@ func (c *Conn) emit(ops chan<- ws.Op, op ws.Op) {
 	c.stalled.Store(false)
 }
 
-func decodeOp(env *envelope, at time.Time) (ws.Op, error) {
+func (c *Conn) decodeOp(env *envelope, at time.Time) (ws.Op, error) {
 	switch env.Op {
 	case opDispatch:
 		if env.T == "" {
 			return ws.Op{}, errors.New("dispatch without a type")
 		}
-		// d is copied out of the connection's reused read buffer.
-		d := append(make([]byte, 0, len(env.D)), env.D...)
-		return ws.Op{Code: opDispatch, Type: ws.EventType(env.T), Sequence: env.S,
-			Data: &Dispatch{Type: env.T, Seq: env.S, Data: d, ReceivedAt: at}}, nil
+		var d *Dispatch
+		if c.prepare != nil {
+			d = c.prepare(env.T, env.S, env.D, at)
+		} else {
+			// d is copied out of the connection's reused read buffer.
+			d = &Dispatch{Type: env.T, Seq: env.S, ReceivedAt: at, Data: append([]byte(nil), env.D...)}
+		}
+		return ws.Op{Code: opDispatch, Type: ws.EventType(env.T), Sequence: env.S, Data: d}, nil
 	case opHello:
 		var h gateway.HelloEvent
 		if err := json.Unmarshal(env.D, &h); err != nil || h.HeartbeatInterval <= 0 {

@@ -12,6 +12,7 @@ type Metrics struct {
 	Guilds           *prometheus.GaugeVec   // shard_id
 	HeartbeatLatency *prometheus.GaugeVec   // shard_id
 	Ready            *prometheus.GaugeVec   // shard_id
+	WireBytes        *prometheus.CounterVec // shard_id
 }
 
 // NewMetrics creates the shard metrics and registers them with reg.
@@ -45,8 +46,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "gateway_shard_ready",
 			Help: "1 when the shard's session is READY (or RESUMED), else 0.",
 		}, []string{"shard_id"}),
+		WireBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_ws_received_bytes_total",
+			Help: "Bytes of websocket messages received from Discord, as on the wire (compressed when transport compression is on).",
+		}, []string{"shard_id"}),
 	}
-	reg.MustRegister(m.EventsReceived, m.FramesMalformed, m.Reconnects, m.Identifies, m.Guilds, m.HeartbeatLatency, m.Ready)
+	reg.MustRegister(m.EventsReceived, m.FramesMalformed, m.Reconnects, m.Identifies, m.Guilds, m.HeartbeatLatency, m.Ready, m.WireBytes)
 	return m
 }
 

@@ -264,6 +264,8 @@ func (s *Shard) connect(ctx context.Context) outcome {
 
 	var h *heart
 	conn := NewConn(s.cfg.Compression, s.cfg.Limits, 3, func(op ws.OpCode, at time.Time) { h.control(op, at) })
+	conn.wireBytes = s.cfg.Metrics.WireBytes.WithLabelValues(s.label)
+	conn.prepare = s.preparer()
 	h = newHeart(conn, &s.lastSeq)
 	s.mu.Lock()
 	s.heart = h
@@ -436,7 +438,30 @@ type readyBody struct {
 	} `json:"guilds"`
 }
 
-// dispatch handles one op 0. It reports whether the session became ready.
+// preparer returns the read goroutine's half of dispatch handling for one
+// connection: it builds each event, with the session the connection is on
+// (the one it resumes, or the one its READY starts).
+func (s *Shard) preparer() func(t string, seq int64, d []byte, at time.Time) *Dispatch {
+	s.mu.Lock()
+	session := s.sessionID
+	s.mu.Unlock()
+	return func(t string, seq int64, d []byte, at time.Time) *Dispatch {
+		disp := &Dispatch{Type: t, Seq: seq, ReceivedAt: at}
+		if t == "READY" {
+			disp.Data = append([]byte(nil), d...)
+			var r readyBody
+			if json.Unmarshal(d, &r) == nil {
+				session = r.SessionID
+			}
+			return disp
+		}
+		disp.Event, _, disp.Err = event.Build(s.cfg.ID, session, seq, t, d, at)
+		return disp
+	}
+}
+
+// dispatch handles one op 0 on the shard's goroutine. It reports whether
+// the session became ready.
 func (s *Shard) dispatch(ctx context.Context, d *Dispatch) (ready bool) {
 	s.lastSeq.Store(d.Seq)
 	s.cfg.Metrics.EventsReceived.WithLabelValues(s.label, typeLabel(d.Type)).Inc()
@@ -469,30 +494,27 @@ func (s *Shard) dispatch(ctx context.Context, d *Dispatch) (ready bool) {
 		s.setState(StateReady)
 		level.Info(s.logger).Log("msg", "resumed", "seq", d.Seq)
 		return true
-	case "GUILD_CREATE", "GUILD_DELETE":
-		s.trackGuild(d)
 	}
-
-	s.mu.Lock()
-	sessionID := s.sessionID
-	s.mu.Unlock()
-	ev, publishIt, err := event.Build(s.cfg.ID, sessionID, d.Seq, d.Type, d.Data, d.ReceivedAt)
-	if err != nil {
+	if d.Err != nil {
 		// Nothing to publish and nothing a replay would fix: count it, log it
 		// and let the resume point move past it.
-		s.malformed(&MalformedFrame{Reason: "payload", Err: fmt.Errorf("%s seq %d: %w", d.Type, d.Seq, err)})
+		s.malformed(&MalformedFrame{Reason: "payload", Err: fmt.Errorf("%s seq %d: %w", d.Type, d.Seq, d.Err)})
 		s.acks.add(d.Seq, true)
 		return false
 	}
-	if !publishIt {
+	ev := d.Event
+	if ev == nil {
 		level.Debug(s.logger).Log("msg", "dispatch not published", "type", d.Type, "seq", d.Seq)
 		s.acks.add(d.Seq, true)
 		return false
 	}
+	if d.Type == "GUILD_CREATE" || d.Type == "GUILD_DELETE" {
+		s.trackGuild(d.Type, ev.GuildID)
+	}
 	s.acks.add(d.Seq, false)
 	gen, _, _ := s.acks.snapshot()
 	seq := d.Seq
-	err = s.cfg.Publisher.Publish(ctx, ev, func(err error) {
+	err := s.cfg.Publisher.Publish(ctx, ev, func(err error) {
 		if err == nil {
 			s.acks.done(gen, seq)
 			s.routed.Add(1)
@@ -506,20 +528,18 @@ func (s *Shard) dispatch(ctx context.Context, d *Dispatch) (ready bool) {
 	return false
 }
 
-func (s *Shard) trackGuild(d *Dispatch) {
-	f, err := event.ParseFields(d.Type, d.Data)
-	if err != nil {
-		return // Build reports the malformed body
-	}
-	id, err := strconv.ParseUint(f.GuildID, 10, 64)
+// trackGuild keeps the shard's guild count: a GUILD_CREATE adds the guild, a
+// published GUILD_DELETE (a real leave) removes it. A GUILD_DELETE with
+// unavailable: true (an outage) is never published, so the guild stays.
+func (s *Shard) trackGuild(t, guildID string) {
+	id, err := strconv.ParseUint(guildID, 10, 64)
 	if err != nil {
 		return
 	}
 	s.mu.Lock()
-	if d.Type == "GUILD_CREATE" {
+	if t == "GUILD_CREATE" {
 		s.guilds[id] = struct{}{}
-	} else if !f.Unavailable {
-		// An unavailable guild is an outage: it stays counted.
+	} else {
 		delete(s.guilds, id)
 	}
 	n := len(s.guilds)
