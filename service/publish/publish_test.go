@@ -282,3 +282,39 @@ func equal(a, b []int64) bool {
 	}
 	return true
 }
+
+func TestOversizeEventsAreCompactedCountedAndLogged(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	counter := NewOversizeCounter(reg)
+	var logs bytes.Buffer
+	fb := &fakeBroker{}
+	p := Oversize(func() int64 { return 4096 }, counter, log.NewLogfmtLogger(&logs))(fb)
+
+	big := []byte(`{"id":"42","name":"g","members":[` + strings.Repeat(`{"user":{"id":"1"}},`, 500) + `{}]}`)
+	ev, _, err := event.Build(0, "s", 1, "GUILD_CREATE", big, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	small, _, _ := event.Build(0, "s", 2, "GUILD_CREATE", []byte(`{"id":"43","name":"h"}`), time.Now())
+	if err := p.Publish(context.Background(), ev, func(error) {}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Publish(context.Background(), small, func(error) {}); err != nil {
+		t.Fatal(err)
+	}
+	if len(fb.got) != 2 {
+		t.Fatalf("%d published", len(fb.got))
+	}
+	if got := fb.got[0]; len(got.Body) >= 4096 || !strings.Contains(string(got.Body), `"data_truncated":true`) || got.ID != ev.ID {
+		t.Fatalf("oversize event not compacted: %d bytes", len(got.Body))
+	}
+	if fb.got[1] != small {
+		t.Fatal("a small event was changed")
+	}
+	if v := testutil.ToFloat64(counter.WithLabelValues("guild.join")); v != 1 {
+		t.Fatalf("oversize counter %v", v)
+	}
+	if !strings.Contains(logs.String(), "guild_id=42") || !strings.Contains(logs.String(), "level=warn") {
+		t.Fatalf("no warning naming the guild: %s", logs.String())
+	}
+}

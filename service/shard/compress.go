@@ -20,7 +20,7 @@ const (
 var zlibSuffix = []byte{0x00, 0x00, 0xff, 0xff}
 
 // ErrTooLarge is returned when a frame inflates past the configured limit.
-var ErrTooLarge = errors.New("decompressed message exceeds the size limit")
+var ErrTooLarge = errors.New("gateway message too large")
 
 // inflater decodes one connection's zlib-stream: a single deflate stream that
 // spans every message of the connection, flushed at each message boundary.

@@ -221,13 +221,15 @@ func (c *Conn) readLoop(conn *websocket.Conn, ops chan<- ws.Op) {
 	}
 	for {
 		typ, r, err := conn.NextReader()
-		if err != nil {
-			c.emit(ops, ws.Op{Code: -1, Data: closeEvent(err)})
-			return
+		if err == nil {
+			buf, err = readAll(r, buf[:0])
 		}
-		buf, err = readAll(r, buf[:0])
 		if err != nil {
-			c.emit(ops, ws.Op{Code: -1, Data: closeEvent(err)})
+			ev := closeEvent(err)
+			if errors.Is(err, websocket.ErrReadLimit) {
+				ev.Err = fmt.Errorf("%w: frame over the %d-byte limit", ErrTooLarge, c.limits.MaxFrameBytes)
+			}
+			c.emit(ops, ws.Op{Code: -1, Data: ev})
 			conn.Close()
 			return
 		}
@@ -244,6 +246,9 @@ func (c *Conn) readLoop(conn *websocket.Conn, ops chan<- ws.Op) {
 			if msg, err = z.Inflate(buf); err != nil {
 				// The compression context is broken for good: the shard
 				// reconnects and resumes on a fresh context.
+				if errors.Is(err, ErrTooLarge) {
+					err = fmt.Errorf("%w (limit %d bytes)", err, c.limits.MaxMessageBytes)
+				}
 				c.emit(ops, ws.Op{Code: -1, Data: &ws.CloseEvent{Code: -1, Err: fmt.Errorf("broken %s: %w", c.compression, err)}})
 				c.CloseWithCode(4000, "decompression error")
 				return

@@ -373,6 +373,8 @@ func (s *Shard) closed(ev *ws.CloseEvent, h *heart) outcome {
 		return outcome{act: actFatal, err: fmt.Errorf("%s (close code %d)", msg, ev.Code)}
 	}
 	switch {
+	case errors.Is(ev.Err, ErrTooLarge):
+		return outcome{act: actResume, reason: "frame_too_large", err: ev.Err}
 	case h.zombie.Load():
 		return outcome{act: actResume, reason: "zombie", err: errors.New("heartbeat not acknowledged: zombie connection")}
 	case ev.Code == 4007 || ev.Code == 4009:

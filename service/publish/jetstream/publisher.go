@@ -76,6 +76,7 @@ func WithAckTimeout(d time.Duration) Option {
 // with its internal lock held, which is why done must not block, nor call
 // Publish.
 type Publisher struct {
+	nc     *nats.Conn
 	js     jetstream.JetStream
 	logger log.Logger
 	// slots holds one token per event in flight; a full channel is the
@@ -110,6 +111,7 @@ func NewPublisher(nc *nats.Conn, logger log.Logger, opts ...Option) (*Publisher,
 		opt(&o)
 	}
 	p := &Publisher{
+		nc:      nc,
 		logger:  logger,
 		slots:   make(chan struct{}, o.maxPending),
 		pending: make(map[*nats.Msg]publish.Done, o.maxPending),
@@ -222,6 +224,10 @@ func (p *Publisher) finish() {
 	p.mu.Unlock()
 	<-p.slots
 }
+
+// MaxPayload returns the largest message the connected server accepts
+// (0 while not connected).
+func (p *Publisher) MaxPayload() int64 { return p.nc.MaxPayload() }
 
 // Pending returns the number of accepted events not resolved yet.
 func (p *Publisher) Pending() int {
