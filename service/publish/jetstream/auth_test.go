@@ -226,4 +226,3 @@ func keyFile(t *testing.T, dir, name string, key *ecdsa.PrivateKey) string {
 	}
 	return pemFile(t, dir, name, "EC PRIVATE KEY", der)
 }
-
