@@ -2,7 +2,7 @@ package shard
 
 import (
 	"bytes"
-	"compress/flate"
+	"github.com/klauspost/compress/flate"
 	"errors"
 	"fmt"
 	"io"

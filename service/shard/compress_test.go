@@ -160,3 +160,30 @@ func sampleMessages(n int) [][]byte {
 	}
 	return msgs
 }
+
+func BenchmarkInflateZlibStream(b *testing.B) {
+	msgs := sampleMessages(64)
+	for i := range msgs {
+		if len(msgs[i]) > 4096 {
+			msgs[i] = msgs[i][:0]
+			msgs[i] = append(msgs[i], `{"op":11}`...)
+		}
+	}
+	frames := zlibStream(b, msgs)
+	var total int
+	for _, m := range msgs {
+		total += len(m)
+	}
+	b.SetBytes(int64(total / len(msgs)))
+	b.ReportAllocs()
+	z := newInflater(1 << 20)
+	for i := 0; i < b.N; i++ {
+		k := i % len(frames)
+		if k == 0 {
+			z = newInflater(1 << 20)
+		}
+		if _, err := z.Inflate(frames[k]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
