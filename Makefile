@@ -21,6 +21,14 @@ run:
 test:
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
+## consul: the Consul agent the discovery tests run (consul agent -dev), built
+## once from the tools module .ci/consul into .tools/bin/consul (minutes the
+## first time; the tests fail without it)
+CONSUL_BIN := .tools/bin/consul
+.PHONY: consul
+consul:
+	@test -x $(CONSUL_BIN) || (cd .ci/consul && $(GO) build -o ../../$(CONSUL_BIN) github.com/hashicorp/consul)
+
 ## lint: gofmt, go vet, staticcheck
 lint: tools
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -89,6 +89,9 @@ func NewPool(cfg PoolConfig) *Pool {
 	return p
 }
 
+// Started is closed once Run has started the shards; Drain needs it.
+func (p *Pool) Started() <-chan struct{} { return p.started }
+
 // Shards returns the pool's shards in id order.
 func (p *Pool) Shards() []*shard.Shard { return p.shards }
 

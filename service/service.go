@@ -6,6 +6,7 @@ package service
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/shardpool/gateway/service/shard"
 )
@@ -42,6 +43,33 @@ type Status struct {
 	NATSConnected bool          `json:"nats_connected"`
 	Publish       PublishStatus `json:"publish"`
 	Shards        []ShardStatus `json:"shards"`
+	// Discovery is the instance's place in a fleet coordinated through a
+	// discovery service (Consul); absent when there is none.
+	Discovery *Membership `json:"discovery,omitempty"`
+}
+
+// Membership describes an instance coordinated through a discovery service:
+// which pool it owns, if any, and its last fence.
+type Membership struct {
+	InstanceID string `json:"instance_id"`
+	// Role is owner (claimed a pool), static (POOL_ID set explicitly),
+	// spare (waiting to take over a pool), fenced (lost its claim: shards
+	// stopped), starting or drained.
+	Role    string `json:"role"`
+	Session string `json:"session_id,omitempty"`
+	Pools   int    `json:"pools"`
+	// ResumedShards are the shards the pool took over by RESUME from a
+	// predecessor's hand-off record.
+	ResumedShards []int  `json:"resumed_shards,omitempty"`
+	LastFence     *Fence `json:"last_fence,omitempty"`
+}
+
+// Fence records an instance stopping its shards because it lost its claim on
+// the pool.
+type Fence struct {
+	PoolID int       `json:"pool_id"`
+	At     time.Time `json:"at"`
+	Reason string    `json:"reason"`
 }
 
 // PublishStatus describes the publish path.

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-kit/log"
@@ -20,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/shardpool/gateway/discovery"
 	"github.com/shardpool/gateway/endpoint"
 	"github.com/shardpool/gateway/service"
 	"github.com/shardpool/gateway/service/publish"
@@ -43,8 +47,12 @@ type Main struct {
 	started  chan struct{} // closed once the HTTP listener is up
 	httpAddr string
 	pool     *service.Pool
+	member   *discovery.Member // with Consul
 	stop     context.CancelFunc
 	done     chan struct{}
+	// crashing makes the next stop abrupt, as a crash: no drain, no
+	// hand-off, the Consul session left to expire (tests).
+	crashing atomic.Bool
 }
 
 // NewMain returns a Main with the default configuration.
@@ -70,11 +78,15 @@ func (m *Main) HTTPAddr() string {
 	return m.httpAddr
 }
 
-// Pool returns the shard pool once Run has started it.
+// Pool returns the shard pool once Run has started it; with Consul, the pool
+// the instance runs at the moment (nil while it has none).
 func (m *Main) Pool() *service.Pool {
 	<-m.started
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.member != nil {
+		return m.member.Pool()
+	}
 	return m.pool
 }
 
@@ -140,7 +152,16 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			total = 1
 		}
 	}
-	first := cfg.PoolID * cfg.ShardsPerPool
+	// With Consul and no POOL_ID the pool is claimed later; pool 0 is the
+	// largest, so its size is what the identify budget must cover.
+	useConsul := cfg.ConsulHTTPAddr != ""
+	claim := useConsul && !cfg.PoolIDSet
+	pools := (total + cfg.ShardsPerPool - 1) / cfg.ShardsPerPool
+	poolID := cfg.PoolID
+	if claim {
+		poolID = 0
+	}
+	first := poolID * cfg.ShardsPerPool
 	if first >= total {
 		return fmt.Errorf("invalid POOL_ID: pool %d has no shards (TOTAL_SHARDS=%d, SHARDS_PER_POOL=%d: pools 0..%d)",
 			cfg.PoolID, total, cfg.ShardsPerPool, (total-1)/cfg.ShardsPerPool)
@@ -152,9 +173,16 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			limit.Remaining, limit.Total, limit.ResetAfter.Duration().Round(time.Second), count)
 	}
 	maxConcurrency := max(limit.MaxConcurrency, 1)
-	level.Info(logger).Log("msg", "starting", "version", version, "pool_id", cfg.PoolID, "first_shard", first, "shards", count,
-		"total_shards", total, "max_concurrency", maxConcurrency, "session_starts_remaining", limit.Remaining,
-		"nats", cfg.NATSURL != "", "compression", cfg.Compression)
+	instanceID := newInstanceID(cfg.ServiceName)
+	if claim {
+		level.Info(logger).Log("msg", "starting", "version", version, "pool_id", "claimed from consul", "pools", pools, "shards_per_pool", cfg.ShardsPerPool,
+			"total_shards", total, "max_concurrency", maxConcurrency, "session_starts_remaining", limit.Remaining,
+			"nats", cfg.NATSURL != "", "compression", cfg.Compression, "consul", true, "instance_id", instanceID)
+	} else {
+		level.Info(logger).Log("msg", "starting", "version", version, "pool_id", cfg.PoolID, "first_shard", first, "shards", count,
+			"total_shards", total, "max_concurrency", maxConcurrency, "session_starts_remaining", limit.Remaining,
+			"nats", cfg.NATSURL != "", "compression", cfg.Compression, "consul", useConsul)
+	}
 	if cfg.DrainToken == "" && !transport.IsLoopback(cfg.HTTPHost) {
 		level.Warn(logger).Log("msg", "DRAIN_TOKEN is unset and the HTTP server is not bound to loopback: anyone who reaches it can drain the pool")
 	}
@@ -176,7 +204,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		pub = publish.Local(logger)
 		pub = publish.Instrumenting(routeMetrics)(pub)
 	} else {
-		nb, err := m.connectNATS(ctx, cfg, logger, reg)
+		natsName := "discord-gateway-pool-" + strconv.Itoa(cfg.PoolID)
+		if claim {
+			natsName = instanceID
+		}
+		nb, err := m.connectNATS(ctx, cfg, natsName, logger, reg)
 		if err != nil {
 			return err
 		}
@@ -198,34 +230,115 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if breaker != nil {
 		breakerState = func() service.BreakerState { return breaker.State() }
 	}
-	identify := shard.NewBucketLimiter(maxConcurrency, cfg.IdentifyWindow)
-	for id := first; id < first+count; id++ {
-		identify.Expect(id)
+	cleanup := func() {
+		buffer.Close()
+		for _, c := range closers {
+			c()
+		}
 	}
-	pool := service.NewPool(service.PoolConfig{
-		PoolID: cfg.PoolID, FirstShard: first, Count: count, TotalShards: total,
-		NewShard: func(id int) *shard.Shard {
-			return shard.New(shard.Config{
-				ID: id, Total: total, Token: cfg.DiscordToken, GatewayURL: bot.URL,
-				Compression: cfg.Compression,
-				Backoff:     shard.Backoff{Base: cfg.BackoffBase, Max: cfg.BackoffMax},
-				Identify:    identify,
-				Publisher:   buffer,
-				Metrics:     shardMetrics,
-				Logger:      logger,
-			})
-		},
-		Publish:      buffer,
-		Broker:       broker,
-		Breaker:      breakerState,
-		Logger:       logger,
-		DrainTimeout: drainBudget(cfg.DrainTimeout),
-	})
+	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.HTTPHost, strconv.Itoa(cfg.HTTPPort)))
+	if err != nil {
+		cleanup()
+		return fmt.Errorf("invalid HTTP_PORT: cannot listen: %w", err)
+	}
+
+	// With Consul, part of the drain budget goes to the hand-off, the
+	// session and the deregistration.
+	poolDrain := drainBudget(cfg.DrainTimeout)
+	var (
+		consul        *discovery.Consul
+		consulTimeout time.Duration
+	)
+	discoveryMetrics := discovery.NewMetrics(nil)
+	if useConsul {
+		consulTimeout = min(max(poolDrain/12, 250*time.Millisecond), 2*time.Second)
+		poolDrain = max(poolDrain-3*consulTimeout, poolDrain/2)
+		discoveryMetrics = discovery.NewMetrics(reg)
+		consul, err = discovery.NewConsul(discovery.ConsulConfig{
+			Address: cfg.ConsulHTTPAddr, Token: cfg.ConsulHTTPToken,
+			ServiceName: cfg.ServiceName, InstanceID: instanceID,
+			ServiceAddress: advertiseAddress(cfg), ServicePort: ln.Addr().(*net.TCPAddr).Port,
+			Version: version, KVPrefix: cfg.KVPrefix,
+			SessionTTL: cfg.SessionTTL, LockDelay: cfg.LockDelay,
+			CheckInterval: cfg.CheckInterval, DeregisterAfter: cfg.DeregisterAfter,
+			Metrics: discoveryMetrics, Logger: logger,
+		})
+		if err != nil {
+			ln.Close()
+			cleanup()
+			return fmt.Errorf("invalid CONSUL_HTTP_ADDR: %w", err)
+		}
+	}
+
+	// newPool builds pool id; a shard with a hand-off record RESUMEs it.
+	// Each pool gets its own identify limiter: its shards are the ones the
+	// limiter expects, in order.
+	var member *discovery.Member
+	newPool := func(id int, resume map[int]*shard.Handoff) *service.Pool {
+		first := id * cfg.ShardsPerPool
+		count := min(cfg.ShardsPerPool, total-first)
+		var identify interface {
+			shard.IdentifyLimiter
+			Expect(shardIDs ...int)
+		}
+		if consul != nil {
+			identify = consul.NewIdentifyLimiter(member, maxConcurrency, cfg.IdentifyWindow)
+		} else {
+			identify = shard.NewBucketLimiter(maxConcurrency, cfg.IdentifyWindow)
+		}
+		for sid := first; sid < first+count; sid++ {
+			if resume[sid] == nil { // a resuming shard never asks to identify
+				identify.Expect(sid)
+			}
+		}
+		return service.NewPool(service.PoolConfig{
+			PoolID: id, FirstShard: first, Count: count, TotalShards: total,
+			NewShard: func(sid int) *shard.Shard {
+				return shard.New(shard.Config{
+					ID: sid, Total: total, Token: cfg.DiscordToken, GatewayURL: bot.URL,
+					Compression: cfg.Compression,
+					Backoff:     shard.Backoff{Base: cfg.BackoffBase, Max: cfg.BackoffMax},
+					Identify:    identify,
+					Publisher:   buffer,
+					Metrics:     shardMetrics,
+					Logger:      logger,
+					Resume:      resume[sid],
+				})
+			},
+			Publish:      buffer,
+			Broker:       broker,
+			Breaker:      breakerState,
+			Logger:       logger,
+			DrainTimeout: poolDrain,
+		})
+	}
+	var (
+		pool    *service.Pool
+		drainer interface {
+			Drain(context.Context) (service.DrainResult, error)
+		}
+		svc     service.Service
+		current func() *service.Pool
+	)
+	if consul != nil {
+		fixed := -1
+		if !claim {
+			fixed = cfg.PoolID
+		}
+		member = discovery.NewMember(discovery.MemberConfig{
+			InstanceID: instanceID, FixedPool: fixed, Pools: pools, ShardsPerPool: cfg.ShardsPerPool, TotalShards: total,
+			NewPool: newPool, Registry: consul, Coordinator: consul,
+			HandoffMaxAge: cfg.HandoffMaxAge, ConsulTimeout: consulTimeout,
+			Publish: buffer, Broker: broker, Breaker: breakerState,
+			Metrics: discoveryMetrics, Logger: logger,
+		})
+		svc, drainer, current = member, member, member.Pool
+	} else {
+		pool = newPool(cfg.PoolID, nil)
+		svc, drainer, current = pool, pool, func() *service.Pool { return pool }
+	}
 	reg.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "gateway_shards_ready", Help: "Shards of the pool whose session is READY.",
-			ConstLabels: prometheus.Labels{"pool_id": strconv.Itoa(cfg.PoolID)},
-		}, func() float64 { return float64(pool.ShardsReady()) }),
+		poolGauge{desc: prometheus.NewDesc("gateway_shards_ready", "Shards of the pool whose session is READY.", []string{"pool_id"}, nil), pool: current},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "gateway_nats_connected", Help: "1 when connected to NATS, else 0 (always 0 in local mode).",
 		}, func() float64 {
@@ -236,16 +349,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		}),
 	)
 
-	var svc service.Service = pool
 	svc = service.LoggingMiddleware(logger)(svc)
 	svc = service.InstrumentingMiddleware(service.NewServiceMetrics(reg))(svc)
 	endpoints := endpoint.New(svc)
 	handler := transport.NewHTTPHandler(endpoints, transport.Options{DrainToken: cfg.DrainToken, Gatherer: reg, Logger: logger})
-
-	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.HTTPHost, strconv.Itoa(cfg.HTTPPort)))
-	if err != nil {
-		return fmt.Errorf("invalid HTTP_PORT: cannot listen: %w", err)
-	}
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -257,6 +364,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.mu.Lock()
 	m.httpAddr = ln.Addr().String()
 	m.pool = pool
+	m.member = member
 	m.mu.Unlock()
 	close(m.started)
 	level.Info(logger).Log("msg", "http listening", "addr", ln.Addr().String())
@@ -274,7 +382,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			srv.Shutdown(sctx)
 		})
 	}
-	{
+	if member != nil {
+		memberCtx, stopMember := context.WithCancel(context.Background())
+		g.Add(func() error { return member.Run(memberCtx) }, func(error) { stopMember() })
+	} else {
 		poolCtx, stopPool := context.WithCancel(context.Background())
 		g.Add(func() error { return pool.Run(poolCtx) }, func(error) { stopPool() })
 	}
@@ -285,8 +396,13 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		g.Add(func() error {
 			select {
 			case <-ctx.Done():
+				if member != nil && m.crashing.Load() {
+					level.Warn(logger).Log("msg", "stopping abruptly: no drain, no hand-off, consul session left to expire")
+					member.Abandon()
+					return nil
+				}
 				level.Info(logger).Log("msg", "shutting down: draining the pool")
-				if _, err := pool.Drain(context.Background()); err != nil && !errors.Is(err, service.ErrNotRunning) {
+				if _, err := drainer.Drain(context.Background()); err != nil && !errors.Is(err, service.ErrNotRunning) {
 					level.Error(logger).Log("msg", "drain failed", "err", err)
 				}
 				return nil
@@ -296,12 +412,45 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		}, func(error) { close(quit) })
 	}
 	err = g.Run()
-	buffer.Close()
-	for _, c := range closers {
-		c()
-	}
+	cleanup()
 	level.Info(logger).Log("msg", "exit", "err", err)
 	return err
+}
+
+// poolGauge is gateway_shards_ready, labelled with the id of the pool the
+// instance runs at the moment (none while it is a spare).
+type poolGauge struct {
+	desc *prometheus.Desc
+	pool func() *service.Pool
+}
+
+func (g poolGauge) Describe(ch chan<- *prometheus.Desc) { ch <- g.desc }
+
+func (g poolGauge) Collect(ch chan<- prometheus.Metric) {
+	if p := g.pool(); p != nil {
+		r := p.Readiness(context.Background())
+		ch <- prometheus.MustNewConstMetric(g.desc, prometheus.GaugeValue, float64(r.ShardsReady), strconv.Itoa(r.PoolID))
+	}
+}
+
+// newInstanceID names this process in Consul: unique, readable.
+func newInstanceID(service string) string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "host"
+	}
+	var b [4]byte
+	rand.Read(b[:])
+	return service + "-" + host + "-" + hex.EncodeToString(b[:])
+}
+
+// advertiseAddress is SERVICE_ADDRESS, else what discovery.AdvertiseAddress
+// finds for HTTP_HOST.
+func advertiseAddress(cfg Config) string {
+	if cfg.ServiceAddress != "" {
+		return cfg.ServiceAddress
+	}
+	return discovery.AdvertiseAddress(cfg.HTTPHost, cfg.ConsulHTTPAddr)
 }
 
 // drainBudget leaves part of DRAIN_TIMEOUT for closing HTTP and NATS, so the
@@ -329,7 +478,7 @@ func (b *natsBroker) close() {
 // connectNATS connects (retrying in the background if NATS is down at
 // startup) and ensures the streams, again after every reconnect: a lone
 // server with memory storage comes back without them.
-func (m *Main) connectNATS(ctx context.Context, cfg Config, logger log.Logger, reg prometheus.Registerer) (*natsBroker, error) {
+func (m *Main) connectNATS(ctx context.Context, cfg Config, name string, logger log.Logger, reg prometheus.Registerer) (*natsBroker, error) {
 	ensure := make(chan struct{}, 1)
 	kick := func(connected bool) {
 		if connected {
@@ -339,7 +488,7 @@ func (m *Main) connectNATS(ctx context.Context, cfg Config, logger log.Logger, r
 			}
 		}
 	}
-	nc, err := jspub.Connect(cfg.NATSURL, "discord-gateway-pool-"+strconv.Itoa(cfg.PoolID), logger, kick)
+	nc, err := jspub.Connect(cfg.NATSURL, name, logger, kick)
 	if err != nil {
 		return nil, fmt.Errorf("invalid NATS_URL: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -31,6 +32,21 @@ type Config struct {
 	DrainTimeout    time.Duration
 	BufferMaxEvents int
 	BufferMaxBytes  int64
+
+	// Consul: on when ConsulHTTPAddr is set.
+	ConsulHTTPAddr  string
+	ConsulHTTPToken string
+	ServiceName     string
+	ServiceAddress  string
+	KVPrefix        string
+	SessionTTL      time.Duration
+	LockDelay       time.Duration
+	CheckInterval   time.Duration
+	DeregisterAfter time.Duration
+	HandoffMaxAge   time.Duration
+	// PoolIDSet is true when POOL_ID was given (environment or flag): with
+	// Consul, an unset POOL_ID means "claim one".
+	PoolIDSet bool
 
 	// Not settable from outside: tests scale Discord's 5 s identify window
 	// and backoff down, as the simulator does.
@@ -74,7 +90,7 @@ var vars = []variable{
 		return nil
 	}},
 	{"SHARDS_PER_POOL", "25", "shards per pool", intSetter(func(c *Config, n int) { c.ShardsPerPool = n }, 1)},
-	{"POOL_ID", "0", "pool p runs shards [p*SHARDS_PER_POOL, min((p+1)*SHARDS_PER_POOL, TOTAL_SHARDS))", intSetter(func(c *Config, n int) { c.PoolID = n }, 0)},
+	{"POOL_ID", "0", "pool p runs shards [p*SHARDS_PER_POOL, min((p+1)*SHARDS_PER_POOL, TOTAL_SHARDS)); unset with CONSUL_HTTP_ADDR: claimed from Consul", intSetter(func(c *Config, n int) { c.PoolID = n }, 0)},
 	{"NATS_URL", "", "NATS server URL(s), comma separated; unset = local mode (events logged at debug and counted)", func(c *Config, v string) error {
 		for _, s := range strings.Split(v, ",") {
 			if s = strings.TrimSpace(s); s == "" {
@@ -145,6 +161,80 @@ var vars = []variable{
 		c.BufferMaxBytes = n
 		return nil
 	}},
+	{"CONSUL_HTTP_ADDR", "", "Consul agent HTTP API (host:port or http(s)://host:port); set: register in Consul, claim the pool id when POOL_ID is unset, coordinate identifies across instances, hand sessions over on drain", func(c *Config, v string) error {
+		if v == "" {
+			c.ConsulHTTPAddr = ""
+			return nil
+		}
+		hostport := v
+		if i := strings.Index(v, "://"); i >= 0 {
+			u, err := url.Parse(v)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "unix") {
+				return fmt.Errorf("%q is not host:port or an http(s) or unix URL", redactURL(v))
+			}
+			if u.Scheme == "unix" {
+				c.ConsulHTTPAddr = v
+				return nil
+			}
+			hostport = u.Host
+		}
+		if _, port, err := net.SplitHostPort(hostport); err != nil || port == "" {
+			return fmt.Errorf("%q is not host:port", redactURL(v))
+		}
+		c.ConsulHTTPAddr = v
+		return nil
+	}},
+	{"CONSUL_HTTP_TOKEN", "", "Consul ACL token (never logged); the other CONSUL_* variables of the consul CLI (CONSUL_HTTP_TOKEN_FILE, CONSUL_HTTP_SSL, CONSUL_CACERT, ...) are read as it reads them", func(c *Config, v string) error {
+		c.ConsulHTTPToken = v
+		return nil
+	}},
+	{"SERVICE_NAME", "discord-gateway", "service name in the Consul catalog", func(c *Config, v string) error {
+		if !validName(v) {
+			return fmt.Errorf("%q must be letters, digits and dashes", v)
+		}
+		c.ServiceName = v
+		return nil
+	}},
+	{"SERVICE_ADDRESS", "", "address registered in Consul, where its agent reaches /health and /ready; unset: HTTP_HOST, or when that is 0.0.0.0 this host's address on the route to the agent", func(c *Config, v string) error {
+		c.ServiceAddress = v
+		return nil
+	}},
+	{"KV_PREFIX", "discord-gateway", "Consul KV prefix of the pool locks, hand-off records and identify buckets (one per bot)", func(c *Config, v string) error {
+		v = strings.Trim(v, "/")
+		if v == "" || strings.ContainsAny(v, " \t\n") {
+			return fmt.Errorf("%q must be a non-empty key path", v)
+		}
+		c.KVPrefix = v
+		return nil
+	}},
+	{"CONSUL_SESSION_TTL", "15s", "TTL of the Consul session holding the pool lock (10s to 24h); an instance that cannot renew it for half of it stops its shards (fencing)", durationSetter(func(c *Config, d time.Duration) { c.SessionTTL = d }, 10*time.Second, 24*time.Hour)},
+	{"CONSUL_LOCK_DELAY", "15s", "time Consul keeps the pool lock of a dead instance from being taken (0s to 60s); keep it at least half CONSUL_SESSION_TTL", durationSetter(func(c *Config, d time.Duration) { c.LockDelay = d }, 0, time.Minute)},
+	{"CONSUL_CHECK_INTERVAL", "10s", "interval of the Consul checks on /health and /ready", durationSetter(func(c *Config, d time.Duration) { c.CheckInterval = d }, time.Second, 10*time.Minute)},
+	{"CONSUL_DEREGISTER_AFTER", "1m", "Consul removes an instance whose /health check stays critical that long (at least 1m)", durationSetter(func(c *Config, d time.Duration) { c.DeregisterAfter = d }, time.Minute, 7*24*time.Hour)},
+	{"HANDOFF_MAX_AGE", "3m", "a hand-off record older than this is not resumed (Discord no longer keeps the session); its shard identifies", durationSetter(func(c *Config, d time.Duration) { c.HandoffMaxAge = d }, time.Second, time.Hour)},
+}
+
+func durationSetter(set func(*Config, time.Duration), lo, hi time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil || d < lo || d > hi {
+			return fmt.Errorf("%q must be a duration between %s and %s", v, lo, hi)
+		}
+		set(c, d)
+		return nil
+	}
+}
+
+func validName(v string) bool {
+	if v == "" {
+		return false
+	}
+	for _, r := range v {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 func intSetter(set func(*Config, int), min int) func(*Config, string) error {
@@ -172,7 +262,7 @@ func flagName(env string) string {
 }
 
 // secretVars never have their values echoed in an error.
-var secretVars = map[string]bool{"DISCORD_TOKEN": true, "DRAIN_TOKEN": true}
+var secretVars = map[string]bool{"DISCORD_TOKEN": true, "DRAIN_TOKEN": true, "CONSUL_HTTP_TOKEN": true}
 
 // ParseConfig reads args (flags) over getenv (environment) over defaults. An
 // invalid value fails with an error naming the variable.
@@ -204,6 +294,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 			return c, fmt.Errorf("invalid %s: %w", v.env, err)
 		}
 	}
+	c.PoolIDSet = getenv("POOL_ID") != "" || setByFlag[flagName("POOL_ID")]
 	return c, nil
 }
 

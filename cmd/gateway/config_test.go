@@ -21,6 +21,8 @@ func TestParseConfigDefaults(t *testing.T) {
 		StreamStorage: "memory", StreamReplicas: 1, HTTPHost: "0.0.0.0", HTTPPort: 9090, LogLevel: "info",
 		Compression: "zlib-stream", DrainTimeout: 20 * time.Second, BufferMaxEvents: 500000, BufferMaxBytes: 256 << 20,
 		IdentifyWindow: 5 * time.Second, BackoffBase: time.Second, BackoffMax: time.Minute,
+		ServiceName: "discord-gateway", KVPrefix: "discord-gateway", SessionTTL: 15 * time.Second, LockDelay: 15 * time.Second,
+		CheckInterval: 10 * time.Second, DeregisterAfter: time.Minute, HandoffMaxAge: 3 * time.Minute,
 	}
 	if c != want {
 		t.Fatalf("got  %+v\nwant %+v", c, want)
@@ -64,6 +66,16 @@ func TestParseConfigErrorsNameTheVariable(t *testing.T) {
 		{"DRAIN_TIMEOUT", "-1s"},
 		{"BUFFER_MAX_EVENTS", "0"},
 		{"BUFFER_MAX_BYTES", "lots"},
+		{"CONSUL_HTTP_ADDR", "consul"},
+		{"CONSUL_HTTP_ADDR", "ftp://consul:8500"},
+		{"SERVICE_NAME", "discord gateway"},
+		{"KV_PREFIX", "/"},
+		{"CONSUL_SESSION_TTL", "5s"},
+		{"CONSUL_SESSION_TTL", "ten"},
+		{"CONSUL_LOCK_DELAY", "-1s"},
+		{"CONSUL_CHECK_INTERVAL", "0s"},
+		{"CONSUL_DEREGISTER_AFTER", "30s"},
+		{"HANDOFF_MAX_AGE", "forever"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
@@ -90,5 +102,56 @@ func TestParseConfigNeverEchoesSecrets(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "hunter2") {
 		t.Fatalf("error leaks the NATS password: %v", err)
+	}
+}
+
+func TestParseConfigKnowsWhetherPoolIDWasSet(t *testing.T) {
+	cases := []struct {
+		name  string
+		args  []string
+		env   map[string]string
+		set   bool
+		value int
+	}{
+		{"unset", nil, nil, false, 0},
+		{"environment 0", nil, map[string]string{"POOL_ID": "0"}, true, 0},
+		{"environment 2", nil, map[string]string{"POOL_ID": "2"}, true, 2},
+		{"flag 0", []string{"-pool-id", "0"}, nil, true, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := map[string]string{"DISCORD_TOKEN": "tok"}
+			for k, v := range tc.env {
+				e[k] = v
+			}
+			c, err := ParseConfig(tc.args, env(e), io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.PoolIDSet != tc.set || c.PoolID != tc.value {
+				t.Fatalf("PoolIDSet=%v PoolID=%d, want %v %d", c.PoolIDSet, c.PoolID, tc.set, tc.value)
+			}
+		})
+	}
+}
+
+func TestParseConfigAcceptsConsulAddresses(t *testing.T) {
+	for _, addr := range []string{"127.0.0.1:8500", "consul.service:8500", "http://consul:8500", "https://consul:8501", "unix:///var/run/consul.sock"} {
+		c, err := ParseConfig(nil, env(map[string]string{"DISCORD_TOKEN": "tok", "CONSUL_HTTP_ADDR": addr}), io.Discard)
+		if err != nil {
+			t.Errorf("%s: %v", addr, err)
+		} else if c.ConsulHTTPAddr != addr {
+			t.Errorf("%s: got %q", addr, c.ConsulHTTPAddr)
+		}
+	}
+}
+
+func TestParseConfigNeverEchoesTheConsulToken(t *testing.T) {
+	c, err := ParseConfig(nil, env(map[string]string{"DISCORD_TOKEN": "tok", "CONSUL_HTTP_TOKEN": "s3cr3t-acl"}), io.Discard)
+	if err != nil || c.ConsulHTTPToken != "s3cr3t-acl" {
+		t.Fatalf("token %q, err %v", c.ConsulHTTPToken, err)
+	}
+	if !secretVars["CONSUL_HTTP_TOKEN"] {
+		t.Fatal("CONSUL_HTTP_TOKEN is not treated as a secret")
 	}
 }

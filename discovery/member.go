@@ -1,0 +1,644 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+
+	"github.com/shardpool/gateway/service"
+	"github.com/shardpool/gateway/service/shard"
+)
+
+// MemberConfig configures a Member.
+type MemberConfig struct {
+	InstanceID string
+	// FixedPool >= 0 runs that pool without claiming it (POOL_ID set
+	// explicitly): registered, sessions for the identify locks, no pool
+	// lock, no hand-off records. -1 claims a pool.
+	FixedPool     int
+	Pools         int // pools of the bot: ceil(total shards / shards per pool)
+	ShardsPerPool int
+	TotalShards   int
+	// NewPool builds pool id's shard pool; resume holds the hand-off
+	// records to RESUME, by shard id.
+	NewPool func(id int, resume map[int]*shard.Handoff) *service.Pool
+
+	Registry    Registry
+	Coordinator Coordinator
+	// HandoffMaxAge: an older hand-off record is not resumed (Discord has
+	// forgotten the session by then); its shard identifies.
+	HandoffMaxAge time.Duration
+	// ConsulTimeout bounds each step of a drain that talks to the discovery
+	// service (hand-off, release, deregistration).
+	ConsulTimeout time.Duration
+
+	// For the status of an instance without a pool.
+	Publish service.PublishPath
+	Broker  service.Broker
+	Breaker func() service.BreakerState
+
+	Metrics *Metrics
+	Logger  log.Logger
+}
+
+// Member is this instance's membership of the fleet: it registers the
+// instance, keeps a session, claims a pool (or runs the fixed one), runs it,
+// fences it when the session is lost and hands it over on drain. It
+// implements service.Service by answering for the pool it runs, or for
+// itself when it has none.
+type Member struct {
+	cfg    MemberConfig
+	logger log.Logger
+
+	mu         sync.Mutex
+	role       string
+	pool       *service.Pool
+	poolID     int
+	session    Session
+	sessionNew chan struct{} // closed when session changes
+	resumed    []int
+	lastFence  *service.Fence
+
+	draining  atomic.Bool
+	started   chan struct{}
+	drainReq  chan struct{}
+	drainOnce sync.Once
+	drainDone chan struct{}
+	drainRes  service.DrainResult
+	drainErr  error
+	abandon   chan struct{}
+	abandon1  sync.Once
+}
+
+var (
+	_ service.Service = (*Member)(nil)
+	_ SessionSource   = (*Member)(nil)
+)
+
+// NewMember returns a Member; Run starts it.
+func NewMember(cfg MemberConfig) *Member {
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = log.NewNopLogger()
+	}
+	if cfg.ConsulTimeout <= 0 {
+		cfg.ConsulTimeout = 3 * time.Second
+	}
+	m := &Member{
+		cfg:        cfg,
+		logger:     cfg.Logger,
+		poolID:     -1,
+		sessionNew: make(chan struct{}),
+		started:    make(chan struct{}),
+		drainReq:   make(chan struct{}),
+		drainDone:  make(chan struct{}),
+		abandon:    make(chan struct{}),
+	}
+	m.setRole(RoleStarting)
+	return m
+}
+
+// Pool returns the pool the instance runs (or ran, once drained), or nil.
+func (m *Member) Pool() *service.Pool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.role == RoleOwner || m.role == RoleStatic || m.role == RoleDrained {
+		return m.pool
+	}
+	return nil
+}
+
+// Role returns the instance's role.
+func (m *Member) Role() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.role
+}
+
+func (m *Member) setRole(role string) {
+	m.mu.Lock()
+	m.role = role
+	m.mu.Unlock()
+	m.cfg.Metrics.setRole(role)
+}
+
+func (m *Member) setSession(s Session) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.session = s
+	close(m.sessionNew)
+	m.sessionNew = make(chan struct{})
+}
+
+// SessionID implements SessionSource.
+func (m *Member) SessionID(ctx context.Context) (string, error) {
+	for {
+		m.mu.Lock()
+		s, changed := m.session, m.sessionNew
+		m.mu.Unlock()
+		if s != nil {
+			select {
+			case <-s.Lost():
+			default:
+				return s.ID(), nil
+			}
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	}
+}
+
+// Abandon stops the member as a crash would: shards stopped without a drain,
+// the session left to expire, the instance left registered. For tests.
+func (m *Member) Abandon() { m.abandon1.Do(func() { close(m.abandon) }) }
+
+// errStop ends the member's loop: drain, abandon or shutdown.
+var errStop = errors.New("member stopping")
+
+// Run runs the member until ctx ends. A drain (Drain, or ctx ending) hands
+// the pool over and deregisters; after it the member keeps answering
+// /status until ctx ends.
+func (m *Member) Run(ctx context.Context) error {
+	close(m.started)
+	var err error
+	if m.cfg.FixedPool >= 0 {
+		err = m.runFixed(ctx)
+	} else {
+		err = m.runClaimed(ctx)
+	}
+	if !errors.Is(err, errStop) {
+		return err
+	}
+	select {
+	case <-m.abandon:
+		return nil
+	default:
+	}
+	// Shutting down without a Drain call drains all the same.
+	m.drainOnce.Do(func() { m.draining.Store(true); close(m.drainReq) })
+	m.mu.Lock()
+	pool, poolID, sess := m.pool, m.poolID, m.session
+	owner := m.role == RoleOwner || m.role == RoleStatic
+	m.mu.Unlock()
+	if !owner {
+		pool = nil
+		m.mu.Lock()
+		m.pool = nil // a fenced pool is no longer ours to show
+		m.mu.Unlock()
+	}
+	m.drainRes, m.drainErr = m.drain(pool, poolID, sess)
+	m.setRole(RoleDrained)
+	close(m.drainDone)
+	<-ctx.Done()
+	return nil
+}
+
+// stopping reports whether the member must stop, as errStop.
+func (m *Member) stopping(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return errStop
+	case <-m.drainReq:
+		return errStop
+	case <-m.abandon:
+		return errStop
+	default:
+		return nil
+	}
+}
+
+// stopCtx returns a context that ends when the member must stop.
+func (m *Member) stopCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-m.drainReq:
+		case <-m.abandon:
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
+	return ctx, cancel
+}
+
+// connect registers the instance and creates a session, retrying while the
+// discovery service is unreachable.
+func (m *Member) connect(ctx context.Context, in Instance) (Session, error) {
+	sctx, cancel := m.stopCtx(ctx)
+	defer cancel()
+	delay := 500 * time.Millisecond
+	for {
+		err := m.cfg.Registry.Register(sctx, in)
+		if err == nil {
+			var s Session
+			s, err = m.cfg.Coordinator.NewSession(sctx)
+			if err == nil {
+				m.setSession(s)
+				level.Info(m.logger).Log("msg", "consul session created", "session", s.ID(), "role", in.Role)
+				return s, nil
+			}
+		}
+		if e := m.stopping(ctx); e != nil {
+			return nil, e
+		}
+		level.Warn(m.logger).Log("msg", "cannot register in consul or create a session; retrying", "err", err, "in", delay)
+		if sleep(sctx, delay) != nil {
+			return nil, errStop
+		}
+		delay = min(delay*2, 10*time.Second)
+	}
+}
+
+func (m *Member) instance(role string, poolID int) Instance {
+	in := Instance{Role: role, PoolID: poolID, TotalShards: m.cfg.TotalShards}
+	if poolID >= 0 {
+		in.FirstShard = poolID * m.cfg.ShardsPerPool
+		in.LastShard = min(in.FirstShard+m.cfg.ShardsPerPool, m.cfg.TotalShards) - 1
+	}
+	return in
+}
+
+// runFixed runs the pool POOL_ID names for the whole life of the process; the
+// sessions only serve the identify locks, so losing one is no fence.
+func (m *Member) runFixed(ctx context.Context) error {
+	pool := m.cfg.NewPool(m.cfg.FixedPool, nil)
+	pctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pool.Run(pctx)
+	}()
+	<-pool.Started()
+	m.mu.Lock()
+	m.pool, m.poolID = pool, m.cfg.FixedPool
+	m.mu.Unlock()
+	m.setRole(RoleStatic)
+	for {
+		s, err := m.connect(ctx, m.instance(RoleStatic, m.cfg.FixedPool))
+		if err != nil {
+			m.afterStop(cancel, done)
+			return err
+		}
+		select {
+		case <-s.Lost():
+			level.Warn(m.logger).Log("msg", "consul session lost; the pool keeps running (POOL_ID is fixed), identifies wait for a new session", "err", s.Err())
+			m.discard(s)
+			continue
+		case <-ctx.Done():
+		case <-m.drainReq:
+		case <-m.abandon:
+		}
+		m.afterStop(cancel, done)
+		return errStop
+	}
+}
+
+// afterStop ends a running pool when the member stops: at once when the
+// member is abandoned; else after the drain, which stops the shards itself
+// (cancel then only lets the pool's Run return).
+func (m *Member) afterStop(cancel context.CancelFunc, done <-chan struct{}) {
+	select {
+	case <-m.abandon:
+		m.abandonSession()
+		cancel()
+		<-done
+	default:
+		go func() {
+			<-m.drainDone
+			cancel()
+		}()
+	}
+}
+
+func (m *Member) abandonSession() {
+	m.mu.Lock()
+	s := m.session
+	m.mu.Unlock()
+	if s != nil {
+		s.Abandon()
+	}
+}
+
+// discard gives up a session that is lost or about to be: if Consul still
+// has it (renewals failed but it did not expire yet), destroying it frees its
+// locks sooner.
+func (m *Member) discard(s Session) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.ConsulTimeout)
+		defer cancel()
+		s.Close(ctx)
+	}()
+}
+
+// runClaimed is the life of an instance whose pool comes from the lock it
+// wins: spare until it claims a pool, owner until it is drained or loses
+// its session (then fenced, and spare again once it has a new one).
+func (m *Member) runClaimed(ctx context.Context) error {
+	for {
+		role := RoleSpare
+		if m.Role() == RoleFenced {
+			role = RoleFenced // until a new session exists
+		}
+		s, err := m.connect(ctx, m.instance(role, -1))
+		if err != nil {
+			return err
+		}
+		m.mu.Lock()
+		m.pool, m.poolID, m.resumed = nil, -1, nil
+		m.mu.Unlock()
+		m.setRole(RoleSpare)
+		cctx, cancel := m.stopCtx(ctx)
+		poolID, err := m.cfg.Coordinator.ClaimPool(cctx, s, m.cfg.Pools)
+		cancel()
+		if err != nil {
+			if e := m.stopping(ctx); e != nil {
+				select {
+				case <-m.abandon:
+					m.abandonSession()
+				default:
+				}
+				return e
+			}
+			level.Warn(m.logger).Log("msg", "consul session lost while spare; creating a new one", "err", err)
+			m.discard(s)
+			continue
+		}
+		if err := m.own(ctx, s, poolID); err != nil {
+			return err
+		}
+	}
+}
+
+// own runs a claimed pool. It returns nil after a fence (or a take-over that
+// could not start), errStop when the member must stop (the pool then still
+// runs, for the drain).
+func (m *Member) own(ctx context.Context, s Session, poolID int) error {
+	level.Info(m.logger).Log("msg", "claimed pool", "pool_id", poolID, "session", s.ID())
+	if e := m.stopping(ctx); e != nil {
+		return m.releaseUnstarted(s, poolID, nil, e)
+	}
+	resume, err := m.takeHandoffs(ctx, s, poolID)
+	if err == nil && m.stopping(ctx) != nil {
+		// Draining already: the records go back with the lock.
+		return m.releaseUnstarted(s, poolID, resume, errStop)
+	}
+	if err != nil {
+		if e := m.stopping(ctx); e != nil {
+			return m.releaseUnstarted(s, poolID, nil, e)
+		}
+		// Without the records consumed the pool must not start: they
+		// could be resumed a second time by a later owner.
+		level.Error(m.logger).Log("msg", "cannot take over the pool's hand-off records; giving the pool up and starting over", "pool_id", poolID, "err", err)
+		m.releaseUnstarted(s, poolID, nil, nil)
+		m.discard(s)
+		return nil
+	}
+	pool := m.cfg.NewPool(poolID, resume)
+	pctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pool.Run(pctx)
+	}()
+	<-pool.Started()
+	resumed := make([]int, 0, len(resume))
+	for id := range resume {
+		resumed = append(resumed, id)
+	}
+	sort.Ints(resumed)
+	m.mu.Lock()
+	m.pool, m.poolID, m.resumed = pool, poolID, resumed
+	m.mu.Unlock()
+	m.setRole(RoleOwner)
+	identifying := max(len(pool.Shards())-len(resumed), 0)
+	m.cfg.Metrics.Takeovers.WithLabelValues("resume").Add(float64(len(resumed)))
+	m.cfg.Metrics.Takeovers.WithLabelValues("identify").Add(float64(identifying))
+	level.Info(m.logger).Log("msg", "running pool", "pool_id", poolID, "resumed_shards", len(resumed), "identifying_shards", identifying)
+	// The catalog learns the pool; a failure here is not worth a fence.
+	rctx, rcancel := context.WithTimeout(ctx, m.cfg.ConsulTimeout)
+	if err := m.cfg.Registry.Register(rctx, m.instance(RoleOwner, poolID)); err != nil {
+		level.Warn(m.logger).Log("msg", "cannot update the consul registration with the pool", "err", err)
+	}
+	rcancel()
+
+	select {
+	case <-s.Lost():
+		// Fencing: stop every shard before anything else.
+		cancel()
+		<-done
+		m.fence(s, poolID, pool)
+		return nil
+	case <-ctx.Done():
+	case <-m.drainReq:
+	case <-m.abandon:
+	}
+	m.afterStop(cancel, done)
+	return errStop
+}
+
+// releaseUnstarted gives back a claimed pool that never ran, with the
+// hand-off records it had taken.
+func (m *Member) releaseUnstarted(s Session, poolID int, records map[int]*shard.Handoff, ret error) error {
+	select {
+	case <-m.abandon:
+		s.Abandon()
+		return ret
+	default:
+	}
+	var recs []service.ShardHandoff
+	for id, h := range records {
+		recs = append(recs, service.ShardHandoff{ShardID: id, Handoff: h})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.ConsulTimeout)
+	defer cancel()
+	if err := m.cfg.Coordinator.HandOff(ctx, s, poolID, recs); err != nil {
+		level.Warn(m.logger).Log("msg", "cannot release the pool lock", "pool_id", poolID, "err", err)
+	}
+	return ret
+}
+
+// takeHandoffs reads and consumes the previous owner's records and keeps the
+// fresh ones.
+func (m *Member) takeHandoffs(ctx context.Context, s Session, poolID int) (map[int]*shard.Handoff, error) {
+	var recs map[int]*shard.Handoff
+	var err error
+	for attempt := 1; ; attempt++ {
+		tctx, cancel := context.WithTimeout(ctx, m.cfg.ConsulTimeout)
+		recs, err = m.cfg.Coordinator.TakeHandoffs(tctx, s, poolID)
+		cancel()
+		if err == nil || errors.Is(err, ErrLockLost) || attempt == 3 || sleep(ctx, time.Second) != nil {
+			break
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	first := poolID * m.cfg.ShardsPerPool
+	last := min(first+m.cfg.ShardsPerPool, m.cfg.TotalShards) - 1
+	return freshHandoffs(recs, first, last, m.cfg.HandoffMaxAge, time.Now(), m.logger), nil
+}
+
+// freshHandoffs keeps the records of shards in [first, last] younger than
+// maxAge.
+func freshHandoffs(recs map[int]*shard.Handoff, first, last int, maxAge time.Duration, now time.Time, logger log.Logger) map[int]*shard.Handoff {
+	out := map[int]*shard.Handoff{}
+	for id, h := range recs {
+		switch age := now.Sub(h.Time); {
+		case id < first || id > last:
+			level.Warn(logger).Log("msg", "hand-off record for a shard outside the pool ignored", "shard_id", id)
+		case h.SessionID == "":
+		case age > maxAge:
+			level.Info(logger).Log("msg", "hand-off record too old to resume; the shard identifies", "shard_id", id,
+				"age", age.Round(time.Second), "max_age", maxAge)
+		default:
+			out[id] = h
+		}
+	}
+	return out
+}
+
+// fence records that the instance lost its claim on poolID, once pool's
+// shards are stopped, and gives up the session.
+func (m *Member) fence(s Session, poolID int, pool *service.Pool) {
+	reason := "session lost"
+	if err := s.Err(); err != nil {
+		reason = err.Error()
+	}
+	m.mu.Lock()
+	m.lastFence = &service.Fence{PoolID: poolID, At: time.Now().UTC(), Reason: reason}
+	m.pool, m.poolID = pool, poolID // kept for /status: its shards, stopped
+	m.mu.Unlock()
+	m.setRole(RoleFenced)
+	m.cfg.Metrics.Fences.Inc()
+	level.Error(m.logger).Log("msg", "fenced: lost the consul session, every shard of the pool stopped so that no two instances run it; spare again once a new session exists",
+		"pool_id", poolID, "reason", reason)
+	m.discard(s)
+}
+
+// drain stops the pool, hands its sessions over and leaves the fleet. pool is
+// nil when the instance runs none.
+func (m *Member) drain(pool *service.Pool, poolID int, s Session) (service.DrainResult, error) {
+	res := service.DrainResult{PoolID: -1, Flushed: true}
+	var err error
+	if pool != nil {
+		res, err = pool.Drain(context.Background())
+		if err != nil {
+			level.Error(m.logger).Log("msg", "drain failed", "err", err)
+		}
+	}
+	step := func(what string, f func(ctx context.Context) error) {
+		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.ConsulTimeout)
+		defer cancel()
+		if e := f(ctx); e != nil {
+			level.Error(m.logger).Log("msg", what+" failed", "err", e)
+		}
+	}
+	claimed := m.cfg.FixedPool < 0
+	if pool != nil && claimed && s != nil && err == nil {
+		// Records first, lock released with them: the successor that
+		// takes the lock finds them.
+		step("hand-off to the successor", func(ctx context.Context) error {
+			if e := m.cfg.Coordinator.HandOff(ctx, s, poolID, res.Shards); e != nil {
+				return e
+			}
+			n := 0
+			for _, h := range res.Shards {
+				if h.Handoff != nil {
+					n++
+				}
+			}
+			level.Info(m.logger).Log("msg", "hand-off records written to consul, pool lock released", "pool_id", poolID, "records", n)
+			return nil
+		})
+	}
+	if s != nil {
+		step("destroying the consul session", s.Close)
+	}
+	step("consul deregistration", m.cfg.Registry.Deregister)
+	return res, err
+}
+
+// Drain implements service.Service: readiness turns false at once; an owner
+// drains its pool, writes each shard's hand-off record to the discovery
+// service and releases the pool lock (in that order); every instance then
+// ends its session and deregisters. Idempotent.
+func (m *Member) Drain(ctx context.Context) (service.DrainResult, error) {
+	select {
+	case <-m.started:
+	default:
+		return service.DrainResult{}, service.ErrNotRunning
+	}
+	m.drainOnce.Do(func() { m.draining.Store(true); close(m.drainReq) })
+	select {
+	case <-m.drainDone:
+		return m.drainRes, m.drainErr
+	case <-ctx.Done():
+		return service.DrainResult{}, ctx.Err()
+	}
+}
+
+// Readiness implements service.Service: the pool's, else not ready.
+func (m *Member) Readiness(ctx context.Context) service.Readiness {
+	if p := m.Pool(); p != nil {
+		r := p.Readiness(ctx)
+		r.Ready = r.Ready && !m.draining.Load()
+		return r
+	}
+	return service.Readiness{PoolID: -1, NATSConnected: m.cfg.Broker != nil && m.cfg.Broker.Connected()}
+}
+
+// Status implements service.Service: the pool's status (a fenced pool's
+// shards show as stopped), or the instance's own without a pool; both with
+// the membership.
+func (m *Member) Status(ctx context.Context) (service.Status, error) {
+	m.mu.Lock()
+	role, pool, sess := m.role, m.pool, m.session
+	ms := &service.Membership{InstanceID: m.cfg.InstanceID, Role: role, Pools: m.cfg.Pools, LastFence: m.lastFence}
+	if role == RoleOwner {
+		ms.ResumedShards = m.resumed
+	}
+	m.mu.Unlock()
+	if sess != nil && role != RoleDrained {
+		select {
+		case <-sess.Lost():
+		default:
+			ms.Session = sess.ID()
+		}
+	}
+	var st service.Status
+	if pool != nil && role != RoleSpare && role != RoleStarting {
+		var err error
+		if st, err = pool.Status(ctx); err != nil {
+			return st, err
+		}
+		if role == RoleFenced {
+			st.State = RoleFenced
+			st.Ready = false
+		}
+	} else {
+		st = service.Status{
+			PoolID: -1, State: role, FirstShard: -1, LastShard: -1, TotalShards: m.cfg.TotalShards,
+			LocalMode: m.cfg.Broker == nil, NATSConnected: m.cfg.Broker != nil && m.cfg.Broker.Connected(),
+			Shards: []service.ShardStatus{},
+		}
+		if m.cfg.Publish != nil {
+			st.Publish.BufferEvents, st.Publish.BufferBytes = m.cfg.Publish.Len()
+		}
+		if m.cfg.Breaker != nil {
+			st.Publish.Breaker = m.cfg.Breaker().String()
+		}
+	}
+	st.Discovery = ms
+	return st, nil
+}

@@ -1,0 +1,387 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-kit/log"
+
+	"github.com/shardpool/gateway/service"
+	"github.com/shardpool/gateway/service/event"
+	"github.com/shardpool/gateway/service/publish"
+	"github.com/shardpool/gateway/service/shard"
+)
+
+// The Member's state machine against fakes of the discovery service; the
+// Consul side has its own tests, the whole program cmd/gateway's.
+
+type fakeSession struct {
+	id       string
+	lost     chan struct{}
+	loseOnce sync.Once
+	f        *fakeFleet
+}
+
+func (s *fakeSession) ID() string            { return s.id }
+func (s *fakeSession) Lost() <-chan struct{} { return s.lost }
+func (s *fakeSession) Err() error            { return errors.New("fake session lost") }
+func (s *fakeSession) lose()                 { s.loseOnce.Do(func() { close(s.lost) }) }
+func (s *fakeSession) Abandon()              { s.f.event("abandon " + s.id) }
+func (s *fakeSession) Close(context.Context) error {
+	s.f.event("close " + s.id)
+	return nil
+}
+
+// fakeFleet implements Registry and Coordinator and records the calls.
+type fakeFleet struct {
+	mu       sync.Mutex
+	events   []string
+	sessions []*fakeSession
+	grant    chan int // ClaimPool returns what is sent here
+	records  map[int]*shard.Handoff
+	handoffs []service.ShardHandoff
+	onTake   func() // called in TakeHandoffs
+}
+
+func (f *fakeFleet) event(e string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.events = append(f.events, e)
+}
+
+func (f *fakeFleet) log() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return strings.Join(f.events, "; ")
+}
+
+func (f *fakeFleet) session(i int) *fakeSession {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if i < len(f.sessions) {
+		return f.sessions[i]
+	}
+	return nil
+}
+
+func (f *fakeFleet) Register(_ context.Context, in Instance) error {
+	f.event(fmt.Sprintf("register %s %d", in.Role, in.PoolID))
+	return nil
+}
+
+func (f *fakeFleet) Deregister(context.Context) error { f.event("deregister"); return nil }
+
+func (f *fakeFleet) NewSession(context.Context) (Session, error) {
+	f.mu.Lock()
+	s := &fakeSession{id: fmt.Sprintf("s%d", len(f.sessions)), lost: make(chan struct{}), f: f}
+	f.sessions = append(f.sessions, s)
+	f.events = append(f.events, "session "+s.id)
+	f.mu.Unlock()
+	return s, nil
+}
+
+func (f *fakeFleet) ClaimPool(ctx context.Context, s Session, _ int) (int, error) {
+	select {
+	case id := <-f.grant:
+		f.event(fmt.Sprintf("claim %d", id))
+		return id, nil
+	case <-s.Lost():
+		return -1, s.Err()
+	case <-ctx.Done():
+		return -1, ctx.Err()
+	}
+}
+
+func (f *fakeFleet) TakeHandoffs(context.Context, Session, int) (map[int]*shard.Handoff, error) {
+	f.event("take")
+	if f.onTake != nil {
+		f.onTake()
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r := f.records
+	f.records = nil
+	return r, nil
+}
+
+func (f *fakeFleet) HandOff(_ context.Context, s Session, pool int, recs []service.ShardHandoff) error {
+	f.event(fmt.Sprintf("handoff %d by %s (%d records)", pool, s.ID(), len(recs)))
+	f.mu.Lock()
+	f.handoffs = recs
+	f.mu.Unlock()
+	return nil
+}
+
+type nopPath struct{}
+
+func (nopPath) Publish(_ context.Context, _ *event.Event, done publish.Done) error {
+	done(nil)
+	return nil
+}
+func (nopPath) Flush(context.Context) error { return nil }
+func (nopPath) Len() (int, int64)           { return 0, 0 }
+
+// memberUnderTest runs a Member of a 2-pool fleet whose pools have no shards:
+// what is tested is the membership, not the shards.
+type memberUnderTest struct {
+	*Member
+	f       *fakeFleet
+	resumes chan map[int]*shard.Handoff
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+func startMember(t *testing.T, fixed int) *memberUnderTest {
+	t.Helper()
+	f := &fakeFleet{grant: make(chan int, 1)}
+	mt := &memberUnderTest{f: f, resumes: make(chan map[int]*shard.Handoff, 4), done: make(chan error, 1)}
+	mt.Member = NewMember(MemberConfig{
+		InstanceID: "i-1", FixedPool: fixed, Pools: 2, ShardsPerPool: 5, TotalShards: 10,
+		NewPool: func(id int, resume map[int]*shard.Handoff) *service.Pool {
+			mt.resumes <- resume
+			return service.NewPool(service.PoolConfig{PoolID: id, FirstShard: id * 5, Count: 0, TotalShards: 10,
+				Publish: nopPath{}, Logger: log.NewNopLogger(), DrainTimeout: 5 * time.Second})
+		},
+		Registry: f, Coordinator: f, HandoffMaxAge: time.Minute, Publish: nopPath{},
+		Logger: log.NewNopLogger(),
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	mt.cancel = cancel
+	go func() { mt.done <- mt.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-mt.done:
+		case <-time.After(10 * time.Second):
+			t.Error("member did not stop")
+		}
+	})
+	return mt
+}
+
+func (mt *memberUnderTest) waitRole(t *testing.T, role string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for mt.Role() != role {
+		if time.Now().After(deadline) {
+			t.Fatalf("role %s, want %s; calls: %s", mt.Role(), role, mt.f.log())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestMemberIsASpareUntilItClaimsAPool(t *testing.T) {
+	mt := startMember(t, -1)
+	mt.waitRole(t, RoleSpare)
+	st, _ := mt.Status(context.Background())
+	if r := mt.Readiness(context.Background()); r.Ready || r.PoolID != -1 {
+		t.Fatalf("spare readiness %+v", r)
+	}
+	if st.State != RoleSpare || st.PoolID != -1 || st.Discovery.Role != RoleSpare || st.Discovery.Session != "s0" {
+		t.Fatalf("spare status %+v %+v", st, st.Discovery)
+	}
+	mt.f.grant <- 1
+	mt.waitRole(t, RoleOwner)
+	st, _ = mt.Status(context.Background())
+	if st.PoolID != 1 || st.FirstShard != 5 || st.Discovery.Role != RoleOwner {
+		t.Fatalf("owner status %+v", st)
+	}
+	if got := mt.f.log(); got != "register spare -1; session s0; claim 1; take; register owner 1" {
+		t.Fatalf("calls: %s", got)
+	}
+}
+
+func TestMemberResumesOnlyFreshRecordsOfItsShards(t *testing.T) {
+	mt := startMember(t, -1)
+	now := time.Now()
+	mt.f.records = map[int]*shard.Handoff{
+		5: {SessionID: "a", Time: now.Add(-10 * time.Second)},
+		6: {SessionID: "b", Time: now.Add(-2 * time.Minute)}, // older than HandoffMaxAge
+		7: {SessionID: "", Time: now},
+		2: {SessionID: "c", Time: now}, // another pool's shard
+	}
+	mt.f.grant <- 1
+	mt.waitRole(t, RoleOwner)
+	got := <-mt.resumes
+	if len(got) != 1 || got[5] == nil || got[5].SessionID != "a" {
+		t.Fatalf("resumed %v, want only shard 5", got)
+	}
+	st, _ := mt.Status(context.Background())
+	if fmt.Sprint(st.Discovery.ResumedShards) != "[5]" {
+		t.Fatalf("resumed_shards %v", st.Discovery.ResumedShards)
+	}
+}
+
+func TestMemberFencesWhenItsSessionIsLostThenBecomesASpareAgain(t *testing.T) {
+	mt := startMember(t, -1)
+	mt.f.grant <- 0
+	mt.waitRole(t, RoleOwner)
+	pool := mt.Pool()
+	mt.f.session(0).lose()
+	mt.waitRole(t, RoleSpare) // after fenced, with a new session
+	st, _ := mt.Status(context.Background())
+	if st.Discovery.LastFence == nil || st.Discovery.LastFence.PoolID != 0 || st.Discovery.Session != "s1" {
+		t.Fatalf("status after the fence %+v", st.Discovery)
+	}
+	select {
+	case <-pool.Started():
+	default:
+		t.Fatal("pool never started")
+	}
+	log := mt.f.log()
+	for _, want := range []string{"claim 0; take; register owner 0; ", "register fenced -1; session s1", "close s0"} {
+		if !strings.Contains(log, want) {
+			t.Fatalf("calls %q lack %q", log, want)
+		}
+	}
+	if strings.Contains(log, "handoff") {
+		t.Fatalf("a fenced instance handed off: %s", log)
+	}
+}
+
+func TestMemberDrainHandsOffThenEndsItsSessionThenDeregisters(t *testing.T) {
+	mt := startMember(t, -1)
+	mt.f.grant <- 1
+	mt.waitRole(t, RoleOwner)
+	res, err := mt.Drain(context.Background())
+	if err != nil || res.PoolID != 1 {
+		t.Fatalf("drain %+v %v", res, err)
+	}
+	if r := mt.Readiness(context.Background()); r.Ready {
+		t.Fatal("ready after a drain")
+	}
+	if got := mt.f.log(); !strings.HasSuffix(got, "register owner 1; handoff 1 by s0 (0 records); close s0; deregister") {
+		t.Fatalf("calls: %s", got)
+	}
+	if again, _ := mt.Drain(context.Background()); again.PoolID != 1 {
+		t.Fatalf("second drain %+v", again)
+	}
+	mt.waitRole(t, RoleDrained)
+}
+
+func TestMemberDrainedAsASpareLeavesWithoutAHandOff(t *testing.T) {
+	mt := startMember(t, -1)
+	mt.waitRole(t, RoleSpare)
+	res, err := mt.Drain(context.Background())
+	if err != nil || res.PoolID != -1 {
+		t.Fatalf("drain %+v %v", res, err)
+	}
+	if got := mt.f.log(); got != "register spare -1; session s0; close s0; deregister" {
+		t.Fatalf("calls: %s", got)
+	}
+}
+
+func TestMemberWithAFixedPoolRunsItWithoutALockAndSurvivesALostSession(t *testing.T) {
+	mt := startMember(t, 1)
+	mt.waitRole(t, RoleStatic)
+	if p := mt.Pool(); p == nil {
+		t.Fatal("no pool")
+	}
+	mt.f.session(0).lose()
+	deadline := time.Now().Add(10 * time.Second)
+	for mt.f.session(1) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("no new session; calls: %s", mt.f.log())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if mt.Role() != RoleStatic {
+		t.Fatalf("role %s after a lost session, want static (no fence without a lock)", mt.Role())
+	}
+	id, err := mt.SessionID(context.Background())
+	if err != nil || id != "s1" {
+		t.Fatalf("SessionID = %q %v", id, err)
+	}
+	if _, err := mt.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := mt.f.log(); strings.Contains(got, "claim") || strings.Contains(got, "handoff") || strings.Contains(got, "take") {
+		t.Fatalf("a fixed pool used the pool lock: %s", got)
+	}
+}
+
+func TestSessionIDWaitsForALiveSession(t *testing.T) {
+	m := NewMember(MemberConfig{InstanceID: "i", FixedPool: -1})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := m.SessionID(ctx); err == nil {
+		t.Fatal("SessionID returned without a session")
+	}
+	f := &fakeFleet{}
+	s, _ := f.NewSession(context.Background())
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		m.setSession(s)
+	}()
+	id, err := m.SessionID(context.Background())
+	if err != nil || id != "s0" {
+		t.Fatalf("SessionID = %q %v", id, err)
+	}
+}
+
+func TestFreshHandoffs(t *testing.T) {
+	now := time.Now()
+	recs := map[int]*shard.Handoff{
+		0: {SessionID: "young", Time: now.Add(-time.Second)},
+		1: {SessionID: "old", Time: now.Add(-10 * time.Minute)},
+		2: {SessionID: "", Time: now},
+		3: {SessionID: "foreign", Time: now},
+		4: {SessionID: "edge", Time: now.Add(-3 * time.Minute)},
+	}
+	got := freshHandoffs(recs, 0, 2, 3*time.Minute, now, log.NewNopLogger())
+	if len(got) != 1 || got[0] == nil {
+		t.Fatalf("kept %v, want only shard 0", got)
+	}
+	got = freshHandoffs(recs, 0, 4, 3*time.Minute, now, log.NewNopLogger())
+	if len(got) != 3 || got[3] == nil || got[4] == nil {
+		t.Fatalf("kept %v, want shards 0, 3 and 4 (exactly max age is still fresh)", got)
+	}
+}
+
+func TestAdvertiseAddress(t *testing.T) {
+	cases := []struct{ host, consul, want string }{
+		{"10.1.2.3", "127.0.0.1:8500", "10.1.2.3"},
+		{"gateway.internal", "127.0.0.1:8500", "gateway.internal"},
+		{"0.0.0.0", "127.0.0.1:8500", "127.0.0.1"},
+		{"", "http://127.0.0.1:8500", "127.0.0.1"},
+		{"::", "unix:///run/consul.sock", "127.0.0.1"},
+	}
+	for _, c := range cases {
+		if got := AdvertiseAddress(c.host, c.consul); got != c.want {
+			t.Errorf("AdvertiseAddress(%q, %q) = %q, want %q", c.host, c.consul, got, c.want)
+		}
+	}
+}
+
+func TestMemberDrainedWhileTakingOverGivesThePoolBackWithItsRecords(t *testing.T) {
+	mt := startMember(t, -1)
+	mt.waitRole(t, RoleSpare)
+	mt.f.records = map[int]*shard.Handoff{5: {SessionID: "a", Time: time.Now()}}
+	drained := make(chan service.DrainResult, 1)
+	mt.f.onTake = func() {
+		go func() {
+			res, _ := mt.Drain(context.Background())
+			drained <- res
+		}()
+		for !mt.draining.Load() {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	mt.f.grant <- 1
+	res := <-drained
+	if res.PoolID != -1 {
+		t.Fatalf("drain %+v: the pool never ran", res)
+	}
+	got := mt.f.log()
+	if !strings.Contains(got, "take; handoff 1 by s0 (1 records); close s0; deregister") || strings.Contains(got, "register owner") {
+		t.Fatalf("calls: %s", got)
+	}
+	if len(mt.f.handoffs) != 1 || mt.f.handoffs[0].ShardID != 5 {
+		t.Fatalf("records given back: %+v", mt.f.handoffs)
+	}
+}
