@@ -45,3 +45,20 @@ tools:
 
 clean:
 	rm -rf $(BIN)
+
+## image-binary: bin/gateway-image, built exactly as the Dockerfile's build
+## stage builds /gateway (a test in deploy/ keeps them equal); prints its size
+IMAGE_BINARY ?= $(BIN)/gateway-image
+.PHONY: image-binary
+image-binary:
+	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags "-s -w -X main.version=$(VERSION)" -o $(IMAGE_BINARY) ./cmd/gateway
+	@echo "$(IMAGE_BINARY): $$(stat -c %s $(IMAGE_BINARY)) bytes ($$(du -h $(IMAGE_BINARY) | cut -f1)); image target < 20 MB"
+
+## deploy-check: deploy/ and the Dockerfile against the code: promtool on the
+## alert rules, the deploy tests (static checks, NATS streams on a real server,
+## a live /metrics through promtool check metrics, the healthcheck subcommand)
+.PHONY: deploy-check
+deploy-check:
+	promtool check rules deploy/prometheus/gateway-alerts.yml
+	$(GO) test -race -count=1 ./deploy
+	$(GO) test -race -count=1 -run 'TestDeploy|TestHealthcheckSubcommand' ./cmd/gateway
