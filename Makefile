@@ -58,7 +58,7 @@ image-binary:
 ## alert rules, the deploy tests (static checks, NATS streams on a real server,
 ## a live /metrics through promtool check metrics, the healthcheck subcommand)
 .PHONY: deploy-check
-deploy-check:
+deploy-check: consul
 	promtool check rules deploy/prometheus/gateway-alerts.yml
 	$(GO) test -race -count=1 ./deploy
 	$(GO) test -race -count=1 -run 'TestDeploy|TestHealthcheckSubcommand' ./cmd/gateway
