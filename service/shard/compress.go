@@ -2,9 +2,9 @@ package shard
 
 import (
 	"bytes"
-	"github.com/klauspost/compress/flate"
 	"errors"
 	"fmt"
+	"github.com/klauspost/compress/flate"
 	"io"
 )
 
