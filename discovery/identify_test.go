@@ -7,6 +7,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 type fixedSession string
@@ -49,7 +52,7 @@ func identifyAll(t *testing.T, l *IdentifyLimiter, shards []int, out chan<- sent
 func TestIdentifyLimiterSpacesABucketsIdentifiesAcrossInstances(t *testing.T) {
 	a := sharedAgent(t)
 	p := prefix(t)
-	const window = 300 * time.Millisecond
+	const window = 500 * time.Millisecond
 	// Two instances, two buckets; each instance has shards of both.
 	var limiters []*IdentifyLimiter
 	for range 2 {
@@ -188,5 +191,15 @@ func TestIdentifyLimiterWaitsForAHeldBucket(t *testing.T) {
 	defer cancel()
 	if _, err := l2.Acquire(cctx, 1); err == nil {
 		t.Fatal("acquired with an expired context")
+	}
+}
+
+func TestMetricsAreLintClean(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	m.setRole(RoleOwner)
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil || len(problems) > 0 {
+		t.Fatalf("lint: %v %+v", err, problems)
 	}
 }

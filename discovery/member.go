@@ -358,6 +358,14 @@ func (m *Member) runClaimed(ctx context.Context) error {
 		m.pool, m.poolID, m.resumed = nil, -1, nil
 		m.mu.Unlock()
 		m.setRole(RoleSpare)
+		if role == RoleFenced {
+			// The catalog still says fenced.
+			rctx, rcancel := context.WithTimeout(ctx, m.cfg.ConsulTimeout)
+			if err := m.cfg.Registry.Register(rctx, m.instance(RoleSpare, -1)); err != nil {
+				level.Warn(m.logger).Log("msg", "cannot update the consul registration", "err", err)
+			}
+			rcancel()
+		}
 		cctx, cancel := m.stopCtx(ctx)
 		poolID, err := m.cfg.Coordinator.ClaimPool(cctx, s, m.cfg.Pools)
 		cancel()

@@ -47,6 +47,9 @@ type fleetOptions struct {
 const (
 	fleetService = "discord-gateway-test"
 	fleetTTL     = 10 * time.Second // Consul's minimum
+	// fleetToken is sent to the agent (which has no ACLs and ignores it)
+	// and must never reach a log line.
+	fleetToken = "consul-acl-token-4f1d9c"
 )
 
 func startFleet(t *testing.T, o fleetOptions) *fleet {
@@ -114,6 +117,7 @@ func (f *fleet) newInstance() *testEnv {
 		"NATS_URL": f.ns.ClientURL(), "TOTAL_SHARDS": strconv.Itoa(f.o.total), "SHARDS_PER_POOL": strconv.Itoa(f.o.perPool),
 		"CONSUL_HTTP_ADDR": f.consul.Addr, "SERVICE_NAME": fleetService, "KV_PREFIX": "gw-" + strings.ToLower(t.Name()),
 		"CONSUL_SESSION_TTL": fleetTTL.String(), "CONSUL_LOCK_DELAY": "0s", "CONSUL_CHECK_INTERVAL": "2s",
+		"CONSUL_HTTP_TOKEN": fleetToken,
 	}
 	for k, v := range f.o.env {
 		vars[k] = v
@@ -130,6 +134,9 @@ func (f *fleet) newInstance() *testEnv {
 	e.m.LogOutput = e.logs
 	t.Cleanup(func() {
 		e.stop()
+		if strings.Contains(e.logs.String(), fleetToken) {
+			t.Errorf("the Consul ACL token reached the log of %s", e.base)
+		}
 		if t.Failed() || os.Getenv("GW_DUMP") != "" {
 			t.Logf("gateway %s log:\n%s", e.base, tail(e.logs.String(), 120))
 		}
@@ -237,6 +244,13 @@ func TestConsulThreeInstancesForTwoPoolsGiveTwoOwnersAndASpare(t *testing.T) {
 			t.Errorf("shard %d identified %d times", id, n)
 		}
 	}
+	spare.wantMetrics(`gateway_discovery_role{role="spare"} 1`, `gateway_discovery_role{role="owner"} 0`)
+	if _, b := spare.get("/metrics"); strings.Contains(string(b), "gateway_shards_ready{") {
+		t.Error("a spare reports gateway_shards_ready")
+	}
+	for id, e := range pools {
+		e.wantMetrics(`gateway_discovery_role{role="owner"} 1`, fmt.Sprintf(`gateway_shards_ready{pool_id="%d"} 2`, id))
+	}
 
 	// The catalog: three instances, owners with their pool in meta and tags.
 	svcs := catalog(t, f.consul)
@@ -299,25 +313,40 @@ func (f *fleet) startOwnerAndSpare() (owner, spare *testEnv) {
 }
 
 func TestConsulSpareTakesOverADeadOwnersPoolWithAFreshIdentify(t *testing.T) {
-	f := startFleet(t, fleetOptions{total: 2, perPool: 2})
-	owner, spare := f.startOwnerAndSpare()
+	cases := []struct {
+		name, checkInterval string
+		// The earliest the spare may take over: Consul expires a session
+		// no sooner than the TTL after its last renewal (every TTL/5).
+		notBefore time.Duration
+	}{
+		{"when the session TTL expires", "10m", fleetTTL - fleetTTL/5},
+		{"when the /health check fails", "2s", 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := startFleet(t, fleetOptions{total: 2, perPool: 2, env: map[string]string{"CONSUL_CHECK_INTERVAL": tc.checkInterval}})
+			owner, spare := f.startOwnerAndSpare()
 
-	died := time.Now()
-	owner.crash()
-	spare.waitOwner(90 * time.Second)
-	took := time.Since(died)
-
-	got := identifiesByShard(f.sim)
-	if got[0] != 2 || got[1] != 2 {
-		t.Fatalf("identifies per shard %v, want a fresh IDENTIFY for shards 0 and 1 (2 each)", got)
+			died := time.Now()
+			owner.crash()
+			spare.waitOwner(90 * time.Second)
+			took := time.Since(died)
+			if took < tc.notBefore {
+				t.Fatalf("took over %v after the owner died, before its session could expire", took)
+			}
+			got := identifiesByShard(f.sim)
+			if got[0] != 2 || got[1] != 2 {
+				t.Fatalf("identifies per shard %v, want a fresh IDENTIFY for shards 0 and 1 (2 each)", got)
+			}
+			if rs := f.sim.Record().Resumes; len(rs) != 0 {
+				t.Fatalf("resumes %+v: a dead owner leaves no hand-off record", rs)
+			}
+			if ms := spare.membership(); len(ms.ResumedShards) != 0 {
+				t.Fatalf("resumed shards %v", ms.ResumedShards)
+			}
+			t.Logf("spare took over %v after the owner died (session TTL %v, checks every %s)", took.Round(time.Millisecond), fleetTTL, tc.checkInterval)
+		})
 	}
-	if rs := f.sim.Record().Resumes; len(rs) != 0 {
-		t.Fatalf("resumes %+v: a dead owner leaves no hand-off record", rs)
-	}
-	if ms := spare.membership(); len(ms.ResumedShards) != 0 {
-		t.Fatalf("resumed shards %v", ms.ResumedShards)
-	}
-	t.Logf("spare took over %v after the owner died (session TTL %v, /health check every 2s)", took.Round(time.Millisecond), fleetTTL)
 }
 
 func TestConsulDrainHandsTheSessionsToTheSpareByResumeWithoutLossOrDuplicates(t *testing.T) {
@@ -341,6 +370,7 @@ func TestConsulDrainHandsTheSessionsToTheSpareByResumeWithoutLossOrDuplicates(t 
 	if ms := spare.membership(); fmt.Sprint(ms.ResumedShards) != "[0 1]" {
 		t.Fatalf("the successor resumed %v, want shards [0 1]", ms.ResumedShards)
 	}
+	spare.wantMetrics(`gateway_discovery_shard_takeovers_total{how="resume"} 2`, `gateway_discovery_shard_takeovers_total{how="identify"} 0`)
 	// Events keep flowing through the successor, then stop for the count.
 	before := spare.streamCount("EVENTS") + spare.streamCount("COMMANDS")
 	spare.eventually("events through the successor", 30*time.Second, func() bool {
@@ -436,6 +466,7 @@ func TestConsulOwnerFencesItselfWhenConsulIsGonePastTheTTL(t *testing.T) {
 	if !strings.Contains(owner.logs.String(), "fenced: lost the consul session") {
 		t.Fatal("the log does not say the instance fenced itself")
 	}
+	owner.wantMetrics(`gateway_discovery_fences_total 1`, `gateway_discovery_role{role="fenced"} 1`)
 	t.Logf("fenced %v after Consul went away (TTL %v)", ms.LastFence.At.Sub(gone).Round(time.Millisecond), fleetTTL)
 
 	// Consul back: a new session, spare, then owner again.
@@ -472,5 +503,16 @@ func TestConsulWithAnExplicitPoolIDRegistersAndRunsItWithoutALock(t *testing.T) 
 	}
 	if svcs := catalog(t, f.consul); len(svcs) != 0 {
 		t.Fatalf("still registered after the drain: %+v", svcs)
+	}
+}
+
+// wantMetrics checks that /metrics has each line.
+func (e *testEnv) wantMetrics(lines ...string) {
+	e.t.Helper()
+	_, b := e.get("/metrics")
+	for _, l := range lines {
+		if !strings.Contains(string(b), l+"\n") {
+			e.t.Errorf("/metrics of %s lacks %s", e.base, l)
+		}
 	}
 }

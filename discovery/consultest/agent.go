@@ -93,24 +93,30 @@ func StartAgent() (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(4)
-	if err != nil {
-		return nil, err
+	// A free port can be taken by another process between the probe and
+	// the agent's bind (other test packages start agents too): retry with
+	// new ports.
+	var last error
+	for attempt := 0; attempt < 5; attempt++ {
+		ports, err := freePorts(4)
+		if err != nil {
+			return nil, err
+		}
+		a := &Agent{
+			Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])),
+			Node: "consultest-" + strconv.Itoa(ports[0]),
+			bin:  bin,
+		}
+		a.args = []string{"agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
+			"-http-port", strconv.Itoa(ports[0]), "-serf-lan-port", strconv.Itoa(ports[1]),
+			"-serf-wan-port", strconv.Itoa(ports[2]), "-server-port", strconv.Itoa(ports[3]),
+			"-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1",
+			"-node", a.Node, "-disable-host-node-id", "-log-level", "warn"}
+		if last = a.start(); last == nil {
+			return a, nil
+		}
 	}
-	a := &Agent{
-		Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])),
-		Node: "consultest-" + strconv.Itoa(ports[0]),
-		bin:  bin,
-	}
-	a.args = []string{"agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
-		"-http-port", strconv.Itoa(ports[0]), "-serf-lan-port", strconv.Itoa(ports[1]),
-		"-serf-wan-port", strconv.Itoa(ports[2]), "-server-port", strconv.Itoa(ports[3]),
-		"-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1",
-		"-node", a.Node, "-disable-host-node-id", "-log-level", "warn"}
-	if err := a.start(); err != nil {
-		return nil, err
-	}
-	return a, nil
+	return nil, last
 }
 
 // Restart starts the agent again on the same ports, with an empty state (a
