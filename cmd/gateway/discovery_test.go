@@ -516,3 +516,68 @@ func (e *testEnv) wantMetrics(lines ...string) {
 		}
 	}
 }
+
+func TestConsulStaleHandOffRecordsFallBackToIdentify(t *testing.T) {
+	cases := []struct {
+		name string
+		o    fleetOptions
+		// stale waits until the records are stale in the case's sense.
+		stale       func(f *fleet, owner *testEnv, recorded time.Time)
+		wantResumes int // RESUMEs tried by the successor (answered by op 9)
+	}{
+		{
+			name: "older than HANDOFF_MAX_AGE: not resumed",
+			o:    fleetOptions{total: 2, perPool: 2, env: map[string]string{"HANDOFF_MAX_AGE": "1s"}},
+			stale: func(f *fleet, owner *testEnv, recorded time.Time) {
+				owner.eventually("records older than HANDOFF_MAX_AGE", 10*time.Second, func() bool { return time.Since(recorded) > 1200*time.Millisecond })
+			},
+		},
+		{
+			name: "forgotten by Discord: op 9 then IDENTIFY",
+			o:    fleetOptions{total: 2, perPool: 2, sim: discordsim.Config{SessionTimeout: time.Second}},
+			stale: func(f *fleet, owner *testEnv, _ time.Time) {
+				owner.eventually("sessions expired in the simulator", 20*time.Second, func() bool {
+					for _, s := range f.sim.Sessions() {
+						if !s.Invalid {
+							return false
+						}
+					}
+					return true
+				})
+			},
+			wantResumes: 2,
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := startFleet(t, tc.o)
+			owner := f.start(1)[0]
+			owner.waitOwner(60 * time.Second)
+			code, b := owner.do("POST", "/drain", "")
+			var res service.DrainResult
+			if code != http.StatusOK || json.Unmarshal(b, &res) != nil || len(res.Shards) != 2 || res.Shards[0].Handoff == nil {
+				t.Fatalf("drain: %d %s", code, b)
+			}
+			tc.stale(f, owner, res.Shards[0].Handoff.Time)
+
+			next := f.start(1)[0]
+			next.waitOwner(60 * time.Second)
+			if got := identifiesByShard(f.sim); got[0] != 2 || got[1] != 2 {
+				t.Fatalf("identifies per shard %v, want a new IDENTIFY for each shard", got)
+			}
+			rs := f.sim.Record().Resumes
+			if len(rs) != tc.wantResumes {
+				t.Fatalf("resumes %+v, want %d", rs, tc.wantResumes)
+			}
+			for _, r := range rs {
+				if r.Outcome != discordsim.ResumeInvalidSession {
+					t.Errorf("resume %+v, want refused (op 9)", r)
+				}
+			}
+			left, _, err := f.consul.Client().KV().List("gw-"+strings.ToLower(t.Name())+"/handoff/", nil)
+			if err != nil || len(left) != 0 {
+				t.Fatalf("%d hand-off records left (err %v): stale records must be consumed too", len(left), err)
+			}
+		})
+	}
+}
