@@ -190,6 +190,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	shardMetrics := shard.NewMetrics(reg)
+	shardMetrics.SessionStarts.Set(float64(limit.Remaining))
+	go refreshSessionStarts(ctx, cfg, shardMetrics.SessionStarts, logger)
 	routeMetrics := publish.NewRouteMetrics(reg)
 
 	// The publish path, innermost first.
@@ -216,6 +218,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		broker = nb
 		breaker = publish.NewBreaker(publish.BreakerConfig{}, publish.NewBreakerMetrics(reg), logger)
 		pub = nb.publisher
+		pub = publish.Oversize(nb.publisher.MaxPayload, publish.NewOversizeCounter(reg), logger)(pub)
 		pub = publish.Instrumenting(routeMetrics)(pub)
 		pub = publish.CircuitBreaker(breaker)(pub)
 		pub = publish.Logging(logger, 5*time.Second)(pub)
@@ -453,6 +456,26 @@ func advertiseAddress(cfg Config) string {
 	return discovery.AdvertiseAddress(cfg.HTTPHost, cfg.ConsulHTTPAddr)
 }
 
+// refreshSessionStarts re-reads session_start_limit now and then: other
+// pools of the bot spend the same budget.
+func refreshSessionStarts(ctx context.Context, cfg Config, g prometheus.Gauge, logger log.Logger) {
+	t := time.NewTicker(10 * time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		bot, err := shard.FetchGatewayBot(ctx, cfg.DiscordAPIURL, cfg.DiscordToken)
+		if err != nil {
+			level.Warn(logger).Log("msg", "cannot refresh the session start limit", "err", err)
+			continue
+		}
+		g.Set(float64(bot.StartLimit.Remaining))
+	}
+}
+
 // drainBudget leaves part of DRAIN_TIMEOUT for closing HTTP and NATS, so the
 // process exits within DRAIN_TIMEOUT.
 func drainBudget(d time.Duration) time.Duration {
@@ -488,7 +511,11 @@ func (m *Main) connectNATS(ctx context.Context, cfg Config, name string, logger 
 			}
 		}
 	}
-	nc, err := jspub.Connect(cfg.NATSURL, name, logger, kick)
+	auth, err := cfg.NATSAuth.Options()
+	if err != nil {
+		return nil, fmt.Errorf("invalid %w", err)
+	}
+	nc, err := jspub.Connect(cfg.NATSURL, name, logger, kick, auth...)
 	if err != nil {
 		return nil, fmt.Errorf("invalid NATS_URL: %w", err)
 	}

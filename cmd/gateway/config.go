@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	jspub "github.com/shardpool/gateway/service/publish/jetstream"
 )
 
 // Config is the gateway's configuration. Every setting is an environment
@@ -22,6 +24,7 @@ type Config struct {
 	ShardsPerPool   int
 	PoolID          int
 	NATSURL         string
+	NATSAuth        jspub.Auth
 	StreamStorage   string
 	StreamReplicas  int
 	HTTPHost        string
@@ -102,6 +105,38 @@ var vars = []variable{
 			}
 		}
 		c.NATSURL = v
+		return nil
+	}},
+	{"NATS_CREDS", "", "NATS credentials file (user JWT and nkey seed)", func(c *Config, v string) error {
+		c.NATSAuth.CredsFile = v
+		return nil
+	}},
+	{"NATS_NKEY_SEED", "", "file holding a NATS user nkey seed", func(c *Config, v string) error {
+		c.NATSAuth.NkeySeedFile = v
+		return nil
+	}},
+	{"NATS_USER", "", "NATS user (with NATS_PASSWORD); a user:password in NATS_URL works too", func(c *Config, v string) error {
+		c.NATSAuth.User = v
+		return nil
+	}},
+	{"NATS_PASSWORD", "", "NATS password (never logged)", func(c *Config, v string) error {
+		c.NATSAuth.Password = v
+		return nil
+	}},
+	{"NATS_TOKEN", "", "NATS authentication token (never logged)", func(c *Config, v string) error {
+		c.NATSAuth.Token = v
+		return nil
+	}},
+	{"NATS_TLS_CA", "", "CA bundle to verify the NATS server (turns TLS on)", func(c *Config, v string) error {
+		c.NATSAuth.TLSCAFile = v
+		return nil
+	}},
+	{"NATS_TLS_CERT", "", "client certificate for NATS servers that verify clients (with NATS_TLS_KEY)", func(c *Config, v string) error {
+		c.NATSAuth.TLSCertFile = v
+		return nil
+	}},
+	{"NATS_TLS_KEY", "", "client certificate key (with NATS_TLS_CERT)", func(c *Config, v string) error {
+		c.NATSAuth.TLSKeyFile = v
 		return nil
 	}},
 	{"STREAM_STORAGE", "memory", "storage of the streams the gateway creates: memory or file", func(c *Config, v string) error {
@@ -262,7 +297,7 @@ func flagName(env string) string {
 }
 
 // secretVars never have their values echoed in an error.
-var secretVars = map[string]bool{"DISCORD_TOKEN": true, "DRAIN_TOKEN": true, "CONSUL_HTTP_TOKEN": true}
+var secretVars = map[string]bool{"DISCORD_TOKEN": true, "DRAIN_TOKEN": true, "CONSUL_HTTP_TOKEN": true, "NATS_PASSWORD": true, "NATS_TOKEN": true}
 
 // ParseConfig reads args (flags) over getenv (environment) over defaults. An
 // invalid value fails with an error naming the variable.

@@ -318,12 +318,9 @@ var knownPromtoolProblems = map[string]string{
 	`gateway_guilds_total non-counter metrics should not have "_total" suffix`: "a gauge named like a counter; rename to gateway_guilds (and in deploy/grafana)",
 }
 
-// pendingMetrics are named by deploy/ and not exported yet (the service
-// does not export Discord's session_start_limit.remaining). When exported,
-// each must have the type given here.
-var pendingMetrics = map[string]string{
-	"gateway_session_start_remaining": "gauge",
-}
+// pendingMetrics are named by deploy/ and not exported yet. When exported,
+// each must have the type given here. (None today.)
+var pendingMetrics = map[string]string{}
 
 // deployLiveScrape runs a pool through what makes every series appear — a
 // dropped socket, a NATS outage that opens the breaker and fills a small

@@ -13,6 +13,9 @@ type Metrics struct {
 	HeartbeatLatency *prometheus.GaugeVec   // shard_id
 	Ready            *prometheus.GaugeVec   // shard_id
 	WireBytes        *prometheus.CounterVec // shard_id
+	// SessionStarts is session_start_limit.remaining: set from
+	// /gateway/bot, decremented by each IDENTIFY.
+	SessionStarts prometheus.Gauge
 }
 
 // NewMetrics creates the shard metrics and registers them with reg.
@@ -50,8 +53,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "gateway_ws_received_bytes_total",
 			Help: "Bytes of websocket messages received from Discord, as on the wire (compressed when transport compression is on).",
 		}, []string{"shard_id"}),
+		SessionStarts: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gateway_session_start_remaining",
+			Help: "Session starts (IDENTIFYs) Discord still allows the bot in its 24 h budget: session_start_limit.remaining of GET /gateway/bot, decremented by each IDENTIFY and refreshed periodically.",
+		}),
 	}
-	reg.MustRegister(m.EventsReceived, m.FramesMalformed, m.Reconnects, m.Identifies, m.Guilds, m.HeartbeatLatency, m.Ready, m.WireBytes)
+	reg.MustRegister(m.EventsReceived, m.FramesMalformed, m.Reconnects, m.Identifies, m.Guilds, m.HeartbeatLatency, m.Ready, m.WireBytes, m.SessionStarts)
 	return m
 }
 

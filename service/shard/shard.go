@@ -412,6 +412,7 @@ func (s *Shard) identify(ctx context.Context, conn *Conn, permit Permit) error {
 	// The window counts from after the write, never from before it.
 	permit.Release(time.Now())
 	s.cfg.Metrics.Identifies.WithLabelValues(s.label).Inc()
+	s.cfg.Metrics.SessionStarts.Dec()
 	level.Info(s.logger).Log("msg", "identified", "total_shards", s.cfg.Total)
 	return nil
 }
