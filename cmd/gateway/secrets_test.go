@@ -76,7 +76,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	time.Sleep(300 * time.Millisecond) // events flow, debug logs fill
-	sim.Drop(0)                       // a reconnect and a RESUME carry the token
+	sim.Drop(0)                        // a reconnect and a RESUME carry the token
 	time.Sleep(500 * time.Millisecond)
 	for _, p := range []string{"/health", "/status", "/metrics"} {
 		get("GET", p, "")
