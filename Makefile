@@ -36,9 +36,24 @@ lint: tools
 	$(GO) vet -tags demo ./cmd/gateway
 	$$($(GO) env GOPATH)/bin/staticcheck $(PKGS)
 
-## bench: Go benchmarks of the hot path
+## bench: Go micro-benchmarks of the hot path, then the pipeline benchmark
+## (simulator + embedded JetStream + the real gateway in one process; a table
+## with same-run ceilings and a naive baseline; PIPELINE_BENCH_PHASES=1,3 to
+## pick phases; writes cmd/gateway/pipeline.cpu.prof)
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+	$(GO) test -run '^$$' -bench . -benchmem ./service/...
+	PIPELINE_BENCH=1 $(GO) test -v -count=1 -run '^TestPipelineBenchmark$$' -timeout 30m ./cmd/gateway
+
+## fuzz: each fuzz target for FUZZTIME (CI runs them briefly); seeds are in
+## the f.Add calls and testdata/fuzz
+FUZZTIME ?= 10s
+.PHONY: fuzz
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseEnvelope$$' -fuzztime $(FUZZTIME) ./service/shard
+	$(GO) test -run '^$$' -fuzz '^FuzzInflateZlibStream$$' -fuzztime $(FUZZTIME) ./service/shard
+	$(GO) test -run '^$$' -fuzz '^FuzzInflateZstdStream$$' -fuzztime $(FUZZTIME) ./service/shard
+	$(GO) test -run '^$$' -fuzz '^FuzzBuild$$' -fuzztime $(FUZZTIME) ./service/event
+	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./cmd/gateway
 
 tools:
 	@test -x $$($(GO) env GOPATH)/bin/staticcheck || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
