@@ -18,7 +18,7 @@ run:
 	$(GO) run -tags demo ./cmd/gateway
 
 ## test: every test, with the race detector (what CI runs)
-test:
+test: consul
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
 ## consul: the Consul agent the discovery tests run (consul agent -dev), built

@@ -108,7 +108,6 @@ func (m *Main) newLogger() log.Logger {
 		out = os.Stderr
 	}
 	logger := log.NewLogfmtLogger(log.NewSyncWriter(out))
-	logger = log.With(logger, "ts", log.DefaultTimestampUTC, "caller", log.DefaultCaller)
 	var opt level.Option
 	switch m.Config.LogLevel {
 	case "debug":
@@ -120,7 +119,10 @@ func (m *Main) newLogger() log.Logger {
 	default:
 		opt = level.AllowInfo()
 	}
-	return level.NewFilter(logger, opt)
+	// The timestamp and caller go on top of the filter: bound below it,
+	// caller would name the filter's frame instead of the logging line.
+	logger = level.NewFilter(logger, opt)
+	return log.With(logger, "ts", log.DefaultTimestampUTC, "caller", log.DefaultCaller)
 }
 
 // Run runs the gateway until ctx ends or Close is called, then drains the
