@@ -531,58 +531,17 @@ func latencyFrom(t *testing.T, sim *discordsim.Server, seen map[string]time.Time
 }
 
 // runMemory: 25 shards receive 1000 realistic GUILD_CREATEs each; the Go
-// heap the gateway retains per 1000 guilds. The simulator shares the heap,
-// so its own retained state is measured first, with readers that discard,
-// and subtracted.
+// heap the gateway retains per 1000 guilds. The simulator shares the
+// process, so live heap is attributed by allocation site: a heap profile
+// (sampling every 4 KiB) after a GC, each sample charged to the first frame
+// of its stack that belongs to the gateway, the simulator or NATS.
 func runMemory(t *testing.T) (heapMB, rssMB float64, guilds int) {
 	const shards, perShard = 25, 1000
-	cfg := discordsim.Config{Shards: shards, MaxConcurrency: shards, GuildsPerShard: perShard, MembersPerGuild: 10, ReplayLimit: 16}
-
-	heapNow := func() int64 {
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return int64(ms.HeapAlloc) // live bytes after a GC
-	}
-	// The simulator alone, serving 25 sessions to clients that discard.
-	base := func() int64 {
-		w := newBenchWorld(t, cfg, false)
-		defer w.close()
-		before := heapNow()
-		var conns []*websocket.Conn
-		for sh := 0; sh < shards; sh++ {
-			c, _, err := websocket.DefaultDialer.Dial(strings.Replace(w.sim.URL(), "http", "ws", 1)+"/gateway?v=10&encoding=json&compress=zlib-stream", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			conns = append(conns, c)
-			c.ReadMessage()
-			id, _ := json.Marshal(map[string]any{"op": 2, "d": map[string]any{"token": discordsim.DefaultToken, "intents": 3,
-				"properties": map[string]string{"os": "linux", "browser": "bench", "device": "bench"}, "shard": []int{sh, shards}}})
-			c.WriteMessage(websocket.TextMessage, id)
-			go func() {
-				for {
-					if _, _, err := c.NextReader(); err != nil {
-						return
-					}
-				}
-			}()
-		}
-		// READY plus one GUILD_CREATE per guild: wait until each session sent them.
-		deadline := time.Now().Add(2 * time.Minute)
-		for w.sim.Stats().FramesWritten < int64(shards*(perShard+1)) && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
-		d := heapNow() - before
-		for _, c := range conns {
-			c.Close()
-		}
-		return d
-	}()
-
-	w := newBenchWorld(t, cfg, false)
+	old := runtime.MemProfileRate
+	runtime.MemProfileRate = 4096
+	defer func() { runtime.MemProfileRate = old }()
+	w := newBenchWorld(t, discordsim.Config{Shards: shards, MaxConcurrency: shards, GuildsPerShard: perShard, MembersPerGuild: 10, ReplayLimit: 16}, false)
 	defer w.close()
-	before := heapNow()
 	rssBefore := rss()
 	m, stop := w.startGateway(nil) // local mode: no broker state in the heap
 	defer stop()
@@ -597,13 +556,80 @@ func runMemory(t *testing.T) (heapMB, rssMB float64, guilds int) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	withGateway := heapNow() - before
+	time.Sleep(time.Second) // let in-flight frames and the last acks settle
+	runtime.GC()
+	runtime.GC()
 	rssAdded := rss() - rssBefore
-	k := float64(shards*perShard) / 1000
+	owners := liveHeapByOwner(t)
 	if os.Getenv("PIPELINE_BENCH_DEBUG") != "" {
-		fmt.Printf("   [debug] heap: simulator alone %.1f MB, simulator+gateway %.1f MB\n", float64(base)/(1<<20), float64(withGateway)/(1<<20))
+		fmt.Printf("   [debug] live heap by owner (MB): %v\n", owners)
 	}
-	return float64(withGateway-base) / (1 << 20) / k, float64(rssAdded) / (1 << 20) / k, shards * perShard
+	k := float64(shards*perShard) / 1000
+	return owners["gateway"] / k, float64(rssAdded) / (1 << 20) / k, shards * perShard
+}
+
+// liveHeapByOwner returns live heap MB per owner: gateway, simulator, nats,
+// other.
+func liveHeapByOwner(t *testing.T) map[string]float64 {
+	var buf bytes.Buffer
+	if err := pprof.Lookup("heap").WriteTo(&buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	p, err := profile.Parse(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := -1
+	for i, st := range p.SampleType {
+		if st.Type == "inuse_space" {
+			idx = i
+		}
+	}
+	out := map[string]float64{}
+	sites := map[string]float64{}
+	defer func() {
+		if os.Getenv("PIPELINE_BENCH_DEBUG") == "" {
+			return
+		}
+		type kv struct {
+			k string
+			v float64
+		}
+		var l []kv
+		for k, v := range sites {
+			l = append(l, kv{k, v})
+		}
+		sort.Slice(l, func(i, j int) bool { return l[i].v > l[j].v })
+		for i := 0; i < len(l) && i < 8; i++ {
+			fmt.Printf("   [debug] gateway live heap %7.2f MB at %s\n", l[i].v, l[i].k)
+		}
+	}()
+	for _, s := range p.Sample {
+		owner := "other"
+		site := ""
+	stack:
+		for _, loc := range s.Location {
+			for _, line := range loc.Line {
+				fn := line.Function.Name
+				switch {
+				case strings.HasPrefix(fn, "github.com/shardpool/gateway/internal/discordsim"):
+					owner = "simulator"
+				case strings.HasPrefix(fn, "github.com/nats-io/nats-server"):
+					owner = "nats"
+				case strings.HasPrefix(fn, "github.com/shardpool/gateway/") && !strings.Contains(line.Function.Filename, "_test.go"):
+					owner, site = "gateway", fn
+				default:
+					continue
+				}
+				break stack
+			}
+		}
+		out[owner] += float64(s.Value[idx]) / (1 << 20)
+		if owner == "gateway" {
+			sites[site] += float64(s.Value[idx]) / (1 << 20)
+		}
+	}
+	return out
 }
 
 func rss() int64 {
@@ -652,6 +678,15 @@ func TestPipelineBenchmark(t *testing.T) {
 	on := func(p string) bool { return phases == "" || strings.Contains(","+phases+",", ","+p+",") }
 	fmt.Fprintf(out, "\n== pipeline benchmark: %d dispatches over %d shards, GOMAXPROCS=%d ==\n", perShard*benchShards, benchShards, runtime.GOMAXPROCS(0))
 
+	// Memory first: the other phases leave garbage and torn-down worlds
+	// behind that would blur a heap difference.
+	var memory string
+	if on("4") {
+		heap, rssMB, guilds := runMemory(t)
+		memory = fmt.Sprintf("\n4. memory after %d guilds (25 shards × 1000 GUILD_CREATEs)\n", guilds) +
+			fmt.Sprintf("   Go heap retained             %9.2f MB per 1k guilds (target <= 2)\n", heap) +
+			fmt.Sprintf("   RSS added (whole process)    %9.2f MB per 1k guilds (simulator included)\n", rssMB)
+	}
 	if on("1") || on("2") {
 		throughputPhases(t, out, perShard)
 	}
@@ -662,12 +697,7 @@ func TestPipelineBenchmark(t *testing.T) {
 			fmt.Fprintf(out, "   %5d/s  p50 %8v  p99 %8v  max %8v  (%d events; target p99 < 5ms at 5k/s)\n", rate, l.p50.Round(time.Microsecond), l.p99.Round(time.Microsecond), l.max.Round(time.Microsecond), l.n)
 		}
 	}
-	if on("4") {
-		heap, rssMB, guilds := runMemory(t)
-		fmt.Fprintf(out, "\n4. memory after %d guilds (25 shards × 1000 GUILD_CREATEs)\n", guilds)
-		fmt.Fprintf(out, "   Go heap retained             %9.2f MB per 1k guilds (target <= 2)\n", heap)
-		fmt.Fprintf(out, "   RSS added (whole process)    %9.2f MB per 1k guilds (simulator included)\n", rssMB)
-	}
+	fmt.Fprint(out, memory)
 	if on("5") {
 		el, bound := runStartup(t)
 		fmt.Fprintf(out, "\n5. startup: 25 shards READY, max_concurrency 1, 100 ms window\n")

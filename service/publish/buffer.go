@@ -176,6 +176,9 @@ func (b *Buffer) take() *item {
 		b.queue, b.head = b.queue[:0], 0
 	} else if b.head > 1024 && b.head > len(b.queue)/2 {
 		n := copy(b.queue, b.queue[b.head:])
+		// The slots past the new length still point at items (and their
+		// bodies): clear them, or a burst stays in memory.
+		clear(b.queue[n:])
 		b.queue, b.head = b.queue[:n], 0
 	}
 	return q

@@ -318,3 +318,27 @@ func TestOversizeEventsAreCompactedCountedAndLogged(t *testing.T) {
 		t.Fatalf("no warning naming the guild: %s", logs.String())
 	}
 }
+
+func TestBufferKeepsNoEventAliveAfterItIsAcked(t *testing.T) {
+	fb := &fakeBroker{refuse: gobreaker.ErrOpenState}
+	b := NewBuffer(fb, BufferConfig{MaxEvents: 10000, RetryWait: time.Millisecond})
+	defer b.Close()
+	for s := int64(1); s <= 3000; s++ {
+		if err := b.Publish(context.Background(), ev(s), func(error) {}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fb.setRefuse(nil) // the burst drains, compacting the queue on the way
+	waitFor(t, "3000 attempts", func() bool { return len(fb.seqs()) == 3000 })
+	fb.settle(nil)
+	if err := b.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i, it := range b.queue[:cap(b.queue)] {
+		if it != nil {
+			t.Fatalf("queue slot %d still holds event %d after every ack", i, it.ev.Seq)
+		}
+	}
+}
