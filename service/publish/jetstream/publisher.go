@@ -4,10 +4,15 @@
 package jetstream
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-kit/log"
@@ -68,77 +73,78 @@ func WithAckTimeout(d time.Duration) Option {
 // once the message is written to the connection, and done is called when
 // the ack (or the failure) arrives.
 //
-// There is no goroutine per event: the JetStream client calls back on its
-// ack handler, its error handler (failed ack, ack timeout, disconnect) or
-// not at all when Publish itself fails, and a map from message to done,
-// guarded by a mutex, resolves each event exactly once whichever comes
-// first. Those callbacks run on the client's ack-processing goroutine, some
-// with its internal lock held, which is why done must not block, nor call
-// Publish.
+// It speaks JetStream's publish protocol itself rather than through
+// nats.go's PublishMsgAsync, which costs a timer, a future and an
+// encoding/json decode per event: each message carries a reply subject
+// under one inbox subscription, the ack is recognised without decoding it
+// (only an error ack is decoded), and one sweeper goroutine fails events
+// whose ack is late or whose connection dropped. There is no goroutine per
+// event. A map from reply id to done, guarded by a mutex, resolves each
+// event exactly once whichever comes first; done runs on the subscription's
+// or the sweeper's goroutine and must not block.
 type Publisher struct {
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	logger log.Logger
+	nc         *nats.Conn
+	logger     log.Logger
+	ackTimeout time.Duration
+	inbox      string // reply subject prefix, ending in '.'
+	sub        *nats.Subscription
+	nextID     atomic.Uint64
 	// slots holds one token per event in flight; a full channel is the
-	// backpressure, and waiting on it honours ctx, which the client's own
-	// stall (a fixed 200 ms, then an error) would not.
+	// backpressure, and waiting on it honours ctx.
 	slots chan struct{}
 
 	mu      sync.Mutex
-	pending map[*nats.Msg]publish.Done // events whose done is still to call
+	pending map[uint64]pendingAck // events whose done is still to call
+	order   []pendingDeadline     // ids in publish order, for the sweeper
 	// inFlight counts the accepted events whose done has not returned yet:
 	// those pending plus those whose done is running, so that Flush
 	// returns only after the last done has.
 	inFlight int
 	idle     chan struct{} // closed when inFlight drops to 0; nil if nobody waits
 	closed   bool
-	quit     chan struct{} // closed by Close, to release Publish calls waiting for a slot
-	// publishing counts the Publish calls between registering an event
-	// and handing it to the client; Close waits for them so that no
-	// publish reaches the client after its cleanup (which would resubscribe
-	// the ack subject of a closed publisher).
-	publishing sync.WaitGroup
+	quit     chan struct{} // closed by Close
+	swept    chan struct{} // closed when the sweeper has stopped
+}
+
+type pendingAck struct {
+	done publish.Done
+}
+
+type pendingDeadline struct {
+	id       uint64
+	deadline time.Time
 }
 
 var _ publish.Publisher = (*Publisher)(nil)
 
-// NewPublisher returns a Publisher over nc. It creates its own JetStream
-// context because the ack and error handlers it relies on can only be set
-// when the context is created.
+// NewPublisher returns a Publisher over nc.
 func NewPublisher(nc *nats.Conn, logger log.Logger, opts ...Option) (*Publisher, error) {
 	o := options{maxPending: DefaultMaxPending, ackTimeout: DefaultAckTimeout}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	p := &Publisher{
-		nc:      nc,
-		logger:  logger,
-		slots:   make(chan struct{}, o.maxPending),
-		pending: make(map[*nats.Msg]publish.Done, o.maxPending),
-		quit:    make(chan struct{}),
+		nc:         nc,
+		logger:     logger,
+		ackTimeout: o.ackTimeout,
+		inbox:      nats.NewInbox() + ".",
+		slots:      make(chan struct{}, o.maxPending),
+		pending:    make(map[uint64]pendingAck, o.maxPending),
+		quit:       make(chan struct{}),
+		swept:      make(chan struct{}),
 	}
-	js, err := jetstream.New(nc,
-		jetstream.WithPublishAsyncAckHandler(func(_ jetstream.JetStream, m *nats.Msg, _ *jetstream.PubAck) {
-			// A duplicate (PubAck.Duplicate) is a success too: the stream
-			// already holds the event.
-			p.resolve(m, nil)
-		}),
-		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
-			if errors.Is(err, jetstream.ErrJetStreamPublisherClosed) {
-				err = ErrClosed // our Close, through CleanupPublisher
-			}
-			p.resolve(m, err)
-		}),
-		// The client's cap is never reached, since slots admits no more
-		// events than this and the client forgets an event before calling
-		// back; it is set so the two limits cannot drift apart.
-		jetstream.WithPublishAsyncMaxPending(o.maxPending),
-		jetstream.WithPublishAsyncTimeout(o.ackTimeout),
-	)
+	sub, err := nc.Subscribe(p.inbox+"*", p.onAck)
 	if err != nil {
-		return nil, fmt.Errorf("jetstream: %w", err)
+		return nil, fmt.Errorf("jetstream: subscribe to acks: %w", err)
 	}
-	p.js = js
+	// Acks must never be dropped as a slow consumer: their number is
+	// bounded by maxPending anyway.
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		sub.Unsubscribe()
+		return nil, fmt.Errorf("jetstream: ack subscription: %w", err)
+	}
+	p.sub = sub
+	go p.sweep()
 	return p, nil
 }
 
@@ -150,6 +156,11 @@ func (p *Publisher) Publish(ctx context.Context, ev *event.Event, done publish.D
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if !p.nc.IsConnected() {
+		// The client would buffer nothing (reconnect buffer off) and fail;
+		// say why plainly and keep the slot free.
+		return fmt.Errorf("jetstream: publish %s: %w", ev.Subject, nats.ErrDisconnected)
+	}
 	select {
 	case p.slots <- struct{}{}:
 	case <-ctx.Done():
@@ -157,31 +168,32 @@ func (p *Publisher) Publish(ctx context.Context, ev *event.Event, done publish.D
 	case <-p.quit:
 		return ErrClosed
 	}
+	id := p.nextID.Add(1)
+	var buf [64]byte
+	reply := string(strconv.AppendUint(append(buf[:0], p.inbox...), id, 10))
 	m := &nats.Msg{
 		Subject: ev.Subject,
+		Reply:   reply,
 		Data:    ev.Body,
 		Header:  nats.Header{jetstream.MsgIDHeader: []string{ev.ID}},
 	}
-	// Registered before the publish: the ack can arrive before
-	// PublishMsgAsync returns.
+	// Registered before the publish: the ack can arrive before PublishMsg
+	// returns.
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
 		<-p.slots
 		return ErrClosed
 	}
-	p.pending[m] = done
+	p.pending[id] = pendingAck{done: done}
+	p.order = append(p.order, pendingDeadline{id: id, deadline: time.Now().Add(p.ackTimeout)})
 	p.inFlight++
-	p.publishing.Add(1)
 	p.mu.Unlock()
 
-	_, err := p.js.PublishMsgAsync(m)
-	p.publishing.Done()
-	if err != nil {
-		if p.take(m) == nil {
-			// The client failed the message through the error handler
-			// (a disconnect racing with the publish), which has called
-			// done: the event was accepted and resolved.
+	if err := p.nc.PublishMsg(m); err != nil {
+		if _, ok := p.take(id); !ok {
+			// Resolved meanwhile (the sweeper saw the disconnect): the
+			// event was accepted and its done called.
 			return nil
 		}
 		p.finish()
@@ -190,26 +202,113 @@ func (p *Publisher) Publish(ctx context.Context, ev *event.Event, done publish.D
 	return nil
 }
 
-// resolve calls the done of m, if m is still pending.
-func (p *Publisher) resolve(m *nats.Msg, err error) {
-	if done := p.take(m); done != nil {
+var errorKey = []byte(`"error"`)
+
+// onAck resolves the event an ack (or error) answers.
+func (p *Publisher) onAck(m *nats.Msg) {
+	i := strings.LastIndexByte(m.Subject, '.')
+	id, err := strconv.ParseUint(m.Subject[i+1:], 10, 64)
+	if err != nil {
+		return
+	}
+	p.resolve(id, ackError(m))
+}
+
+// ackError reads a JetStream publish reply: nil for a PubAck (a duplicate is
+// a success too: the stream already holds the event), else the error.
+func ackError(m *nats.Msg) error {
+	if len(m.Data) == 0 {
+		if m.Header.Get("Status") == "503" {
+			return jetstream.ErrNoStreamResponse
+		}
+		return errors.New("jetstream: empty publish reply")
+	}
+	if !bytes.Contains(m.Data, errorKey) {
+		return nil
+	}
+	var reply struct {
+		Error *struct {
+			Code        int    `json:"code"`
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(m.Data, &reply); err != nil {
+		return fmt.Errorf("jetstream: bad publish reply: %w", err)
+	}
+	if reply.Error == nil {
+		return nil
+	}
+	return fmt.Errorf("jetstream: publish refused: %s (code %d, err_code %d)", reply.Error.Description, reply.Error.Code, reply.Error.ErrCode)
+}
+
+// sweep fails events whose ack is late, and every pending event when the
+// connection drops (their acks will not come on the new connection).
+func (p *Publisher) sweep() {
+	defer close(p.swept)
+	tick := time.NewTicker(max(min(p.ackTimeout/5, 100*time.Millisecond), 5*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-p.quit:
+			return
+		case <-tick.C:
+		}
+		if !p.nc.IsConnected() {
+			p.failAll(nats.ErrDisconnected)
+			continue
+		}
+		now := time.Now()
+		for {
+			p.mu.Lock()
+			if len(p.order) == 0 || p.order[0].deadline.After(now) {
+				p.mu.Unlock()
+				break
+			}
+			id := p.order[0].id
+			p.order = p.order[1:]
+			if len(p.order) == 0 {
+				p.order = nil // let the backing array go
+			}
+			p.mu.Unlock()
+			p.resolve(id, jetstream.ErrAsyncPublishTimeout)
+		}
+	}
+}
+
+func (p *Publisher) failAll(err error) {
+	p.mu.Lock()
+	ids := make([]uint64, 0, len(p.pending))
+	for id := range p.pending {
+		ids = append(ids, id)
+	}
+	p.order = nil
+	p.mu.Unlock()
+	for _, id := range ids {
+		p.resolve(id, err)
+	}
+}
+
+// resolve calls the done of id, if id is still pending.
+func (p *Publisher) resolve(id uint64, err error) {
+	if done, ok := p.take(id); ok {
 		done(err)
 		p.finish()
 	}
 }
 
-// take removes m from the pending events; it returns nil if m was already
+// take removes id from the pending events; ok is false if it was already
 // taken, which makes resolution exactly-once. The caller calls finish once
 // it is through with the event.
-func (p *Publisher) take(m *nats.Msg) publish.Done {
+func (p *Publisher) take(id uint64) (publish.Done, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	done, ok := p.pending[m]
+	a, ok := p.pending[id]
 	if !ok {
-		return nil
+		return nil, false
 	}
-	delete(p.pending, m)
-	return done
+	delete(p.pending, id)
+	return a.done, true
 }
 
 // finish ends a taken event: it wakes Flush if it was the last one and frees
@@ -276,20 +375,7 @@ func (p *Publisher) Close() {
 	if inFlight > 0 {
 		level.Warn(p.logger).Log("msg", "publisher closed with events in flight; failing them", "events", inFlight)
 	}
-
-	p.publishing.Wait()
-	// Unsubscribes the reply subject and fails the client's pending
-	// publishes through the error handler, which resolves them.
-	p.js.CleanupPublisher()
-
-	// Nothing should be left; should the client have dropped an event
-	// without a callback, it is failed here rather than never resolved.
-	p.mu.Lock()
-	left := p.pending
-	p.pending = make(map[*nats.Msg]publish.Done)
-	p.mu.Unlock()
-	for _, done := range left {
-		done(ErrClosed)
-		p.finish()
-	}
+	<-p.swept
+	p.sub.Unsubscribe()
+	p.failAll(ErrClosed)
 }
