@@ -77,3 +77,13 @@ deploy-check: consul
 	promtool check rules deploy/prometheus/gateway-alerts.yml
 	$(GO) test -race -count=1 ./deploy
 	$(GO) test -race -count=1 -run 'TestDeploy|TestHealthcheckSubcommand' ./cmd/gateway
+
+## chaos: the chaos run (cmd/gateway/chaos_test.go) for CHAOS_DURATION with
+## the race detector: random faults while events flow, then exactly once in
+## JetStream, no rate-limit violation, no leak. `make test` runs it for 25s.
+## Its seed is logged; CHAOS_SEED=<seed> replays the same fault sequence
+CHAOS_DURATION ?= 10m
+CHAOS_TIMEOUT ?= 60m
+.PHONY: chaos
+chaos:
+	CHAOS_DURATION=$(CHAOS_DURATION) CHAOS_SEED=$(CHAOS_SEED) $(GO) test -race -count=1 -v -run '^TestChaos' -timeout $(CHAOS_TIMEOUT) ./cmd/gateway/

@@ -28,6 +28,7 @@ type outItem struct {
 	close     int    // if non-zero: send a close frame with this code and stop
 	reason    string
 	onWritten func(time.Time)
+	queued    time.Time // when enqueued; a write delay counts from here
 }
 
 // conn is one websocket connection. The HTTP handler goroutine runs the
@@ -92,6 +93,7 @@ func (c *conn) enqueue(it outItem) {
 		return
 	default:
 	}
+	it.queued = time.Now()
 	select {
 	case c.out <- it:
 	default:
@@ -139,7 +141,7 @@ func (c *conn) closeWith(code int, reason string, endSession bool, actionDetail 
 	}
 	c.srv.recordAction(Action{Kind: ActionClose, Shard: shard, SessionID: sid, ConnID: c.id, Code: code, Detail: joinDetail(reason, actionDetail)})
 	select {
-	case c.out <- outItem{close: code, reason: reason}:
+	case c.out <- outItem{close: code, reason: reason, queued: time.Now()}:
 	default:
 		// Queue full: close right away rather than never.
 		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
@@ -168,6 +170,9 @@ func (c *conn) writeLoop(enc frameEncoder) {
 		case <-c.done:
 			return
 		case it := <-c.out:
+			if !c.waitWriteDelay(it.queued) {
+				return
+			}
 			if it.close != 0 {
 				c.writeClose(it.close, it.reason)
 				return
@@ -189,6 +194,32 @@ func (c *conn) writeLoop(enc frameEncoder) {
 				it.onWritten(time.Now())
 			}
 		}
+	}
+}
+
+// waitWriteDelay holds an item until the write delay of the connection's
+// shard (SetWriteDelay) has passed since it was queued. It reports false
+// when the connection was torn down meanwhile.
+func (c *conn) waitWriteDelay(queued time.Time) bool {
+	shard, _ := c.shardOf()
+	if shard < 0 {
+		return true
+	}
+	d := c.srv.writeDelay(shard)
+	if d <= 0 {
+		return true
+	}
+	wait := time.Until(queued.Add(d))
+	if wait <= 0 {
+		return true
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-c.done:
+		return false
+	case <-t.C:
+		return true
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 )
 
 var (
@@ -108,7 +109,7 @@ func (s *Server) InvalidSession(shard int, resumable bool) error {
 		ss.invalidate()
 	}
 	c.setSession(nil)
-	s.sendInvalidSession(c, shard, ss.id, resumable, "InvalidSession requested")
+	s.sendInvalidSession(c, shard, ss.id, resumable, fmt.Sprintf("InvalidSession requested (d=%v)", resumable))
 	return nil
 }
 
@@ -135,6 +136,45 @@ func (s *Server) WithholdAcks(shard int, on bool) error {
 	c.withhold.Store(on)
 	s.recordAction(Action{Kind: ActionWithholdAcks, Shard: shard, SessionID: ss.id, ConnID: c.id, Detail: fmt.Sprint(on)})
 	return nil
+}
+
+// SetWriteDelay delays every frame the simulator writes to shard's
+// connections by d, counted from the moment the frame was queued, like a
+// slow network path: frames keep their order and throughput is not limited,
+// but each one arrives d late, heartbeat ACKs and close frames included. It
+// applies to the shard's current and future connections (once bound to the
+// shard by IDENTIFY or RESUME) until it is set again; 0 turns it off.
+func (s *Server) SetWriteDelay(shard int, d time.Duration) {
+	d = max(d, 0)
+	s.mu.Lock()
+	if d == 0 {
+		delete(s.delays, shard)
+	} else {
+		s.delays[shard] = d
+	}
+	s.anyDelay.Store(len(s.delays) > 0)
+	cur := s.current[shard]
+	s.mu.Unlock()
+	a := Action{Kind: ActionWriteDelay, Shard: shard, Detail: d.String()}
+	if cur != nil {
+		a.SessionID = cur.id
+		if c := cur.liveConn(); c != nil {
+			a.ConnID = c.id
+		}
+	}
+	s.recordAction(a)
+}
+
+// WriteDelay returns shard's write delay (see SetWriteDelay).
+func (s *Server) WriteDelay(shard int) time.Duration { return s.writeDelay(shard) }
+
+func (s *Server) writeDelay(shard int) time.Duration {
+	if !s.anyDelay.Load() {
+		return 0 // the common case, without taking mu for every frame
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.delays[shard]
 }
 
 // SendRaw writes frame as one message on shard's connection, compressed per

@@ -51,6 +51,16 @@
 //     4007. RESUME with an unknown, expired or invalidated session, a wrong
 //     token, or a seq older than the replay window gets op 9 (d=false).
 //
+// # Fault injection
+//
+// Tests break things per shard, on its current connection: Drop (TCP gone
+// without a close frame), CloseWith (any close code; the ones after which
+// Discord wants a new session also invalidate it), Reconnect (op 7),
+// InvalidSession (op 9, resumable or not), WithholdAcks (a zombie
+// connection), SendRaw (malformed frames), and SetWriteDelay, which delays
+// every frame written to the shard by a fixed time (a slow path, for as long
+// as it is set).
+//
 // # Recording
 //
 // Record returns every IDENTIFY and RESUME (with outcome), every close

@@ -16,7 +16,8 @@ const (
 	ViolationSessionStartLimit = "session_start_limit"
 	// ViolationHeartbeatLate: first heartbeat later than the interval after
 	// HELLO, or a gap between heartbeats longer than the interval (both with
-	// 10% + 50ms tolerance); also recorded when the heartbeat never comes.
+	// Config.HeartbeatGrace tolerance, 10% + 50ms by default); also recorded
+	// when the heartbeat never comes.
 	ViolationHeartbeatLate = "heartbeat_late"
 	// ViolationSendRate: more than SendLimit payloads within SendWindow.
 	ViolationSendRate = "send_rate"
@@ -64,6 +65,7 @@ const (
 	ActionHeartbeatReq   = "heartbeat_request"
 	ActionWithholdAcks   = "withhold_acks"
 	ActionSendRaw        = "send_raw"
+	ActionWriteDelay     = "write_delay" // SetWriteDelay (Detail: the delay)
 )
 
 // Identify is one IDENTIFY received, successful or not.
