@@ -101,7 +101,7 @@ var vars = []variable{
 			}
 			u, err := url.Parse(s)
 			if err != nil || u.Host == "" {
-				return fmt.Errorf("%q is not a NATS URL (nats://host:port)", redactURL(s))
+				return fmt.Errorf("%q is not a NATS URL (nats://host:port)", jspub.RedactURL(s))
 			}
 		}
 		c.NATSURL = v
@@ -205,7 +205,7 @@ var vars = []variable{
 		if i := strings.Index(v, "://"); i >= 0 {
 			u, err := url.Parse(v)
 			if err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "unix") {
-				return fmt.Errorf("%q is not host:port or an http(s) or unix URL", redactURL(v))
+				return fmt.Errorf("%q is not host:port or an http(s) or unix URL", jspub.RedactURL(v))
 			}
 			if u.Scheme == "unix" {
 				c.ConsulHTTPAddr = v
@@ -214,7 +214,7 @@ var vars = []variable{
 			hostport = u.Host
 		}
 		if _, port, err := net.SplitHostPort(hostport); err != nil || port == "" {
-			return fmt.Errorf("%q is not host:port", redactURL(v))
+			return fmt.Errorf("%q is not host:port", jspub.RedactURL(v))
 		}
 		c.ConsulHTTPAddr = v
 		return nil
@@ -331,18 +331,4 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	}
 	c.PoolIDSet = getenv("POOL_ID") != "" || setByFlag[flagName("POOL_ID")]
 	return c, nil
-}
-
-// redactURL hides user info (credentials) in a URL before it reaches a log or
-// an error.
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil || u.User == nil {
-		if i := strings.Index(s, "@"); i >= 0 {
-			return "<redacted>@" + s[i+1:]
-		}
-		return s
-	}
-	u.User = url.User("redacted")
-	return u.String()
 }

@@ -38,8 +38,8 @@ type Dispatch struct {
 	Type       string
 	Seq        int64
 	ReceivedAt time.Time
-	// Data is d itself, kept only for dispatches the shard reads (READY).
-	Data []byte
+	// Ready is the decoded READY (nil for other types, or when malformed).
+	Ready *Ready
 	// Event is the message to publish; nil when the type is not published.
 	Event *event.Event
 	// Err reports a d that could not be routed (malformed).
@@ -55,7 +55,7 @@ func (d *Dispatch) EventType() ws.EventType { return ws.EventType(d.Type) }
 // MalformedFrame reports a frame that could not be decoded. It is not fatal
 // for the connection unless the compression stream itself broke.
 type MalformedFrame struct {
-	Reason string // bounded label: "json", "opcode", "payload"
+	Reason string // bounded label: "json" (undecodable frame), "payload" (bad d, unknown opcode)
 	Err    error
 }
 
@@ -91,7 +91,7 @@ type Conn struct {
 	wireBytes interface{ Add(float64) }
 	// prepare turns a dispatch's d (valid only during the call) into a
 	// Dispatch, on the read goroutine.
-	prepare func(t string, seq int64, d []byte, at time.Time) *Dispatch
+	prepare Preparer
 
 	wmu     sync.Mutex // one writer at a time (gorilla's rule)
 	mu      sync.Mutex
@@ -107,12 +107,18 @@ type Conn struct {
 
 var _ ws.Connection = (*Conn)(nil)
 
-// NewConn returns an undialed connection.
-func NewConn(compression string, limits Limits, heartbeatReserve int, control func(ws.OpCode, time.Time)) *Conn {
+// Preparer builds a Dispatch from a dispatch's type, seq and d; d is only
+// valid during the call (it lies in the connection's reused read buffer).
+type Preparer func(t string, seq int64, d []byte, at time.Time) *Dispatch
+
+// NewConn returns an undialed connection. control handles op 1 and op 11 and
+// prepare each dispatch, both on the read goroutine.
+func NewConn(compression string, limits Limits, heartbeatReserve int, control func(ws.OpCode, time.Time), prepare Preparer) *Conn {
 	return &Conn{
 		compression: compression,
 		limits:      limits,
 		control:     control,
+		prepare:     prepare,
 		limiter:     newSendLimiter(120, time.Minute, heartbeatReserve),
 		dialer: websocket.Dialer{
 			Proxy:            http.ProxyFromEnvironment,
@@ -291,14 +297,7 @@ func (c *Conn) decodeOp(env *envelope, at time.Time) (ws.Op, error) {
 		if env.T == "" {
 			return ws.Op{}, errors.New("dispatch without a type")
 		}
-		var d *Dispatch
-		if c.prepare != nil {
-			d = c.prepare(env.T, env.S, env.D, at)
-		} else {
-			// d is copied out of the connection's reused read buffer.
-			d = &Dispatch{Type: env.T, Seq: env.S, ReceivedAt: at, Data: append([]byte(nil), env.D...)}
-		}
-		return ws.Op{Code: opDispatch, Type: ws.EventType(env.T), Sequence: env.S, Data: d}, nil
+		return ws.Op{Code: opDispatch, Type: ws.EventType(env.T), Sequence: env.S, Data: c.prepare(env.T, env.S, env.D, at)}, nil
 	case opHello:
 		var h gateway.HelloEvent
 		if err := json.Unmarshal(env.D, &h); err != nil || h.HeartbeatInterval <= 0 {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/diamondburned/arikawa/v3/utils/ws"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // heart keeps one connection alive: the first beat after interval×random(0..1)
@@ -16,9 +17,9 @@ import (
 // that is due while the previous one is still unacknowledged means the
 // connection is dead.
 type heart struct {
-	conn     *Conn
-	interval time.Duration
-	seq      *atomic.Int64 // last sequence seen; 0 = none yet
+	conn  *Conn
+	seq   *atomic.Int64 // last sequence seen; 0 = none yet
+	gauge prometheus.Gauge
 
 	acked   atomic.Bool
 	sentAt  atomic.Int64 // unix nanos of the last beat
@@ -27,8 +28,8 @@ type heart struct {
 	zombie  atomic.Bool
 }
 
-func newHeart(conn *Conn, seq *atomic.Int64) *heart {
-	h := &heart{conn: conn, seq: seq, beatNow: make(chan struct{}, 1)}
+func newHeart(conn *Conn, seq *atomic.Int64, latency prometheus.Gauge) *heart {
+	h := &heart{conn: conn, seq: seq, gauge: latency, beatNow: make(chan struct{}, 1)}
 	h.acked.Store(true)
 	return h
 }
@@ -39,6 +40,7 @@ func (h *heart) control(op ws.OpCode, at time.Time) {
 	case opHeartbeatAck:
 		if sent := h.sentAt.Load(); sent != 0 {
 			h.latency.Store(at.UnixNano() - sent)
+			h.gauge.Set(time.Duration(at.UnixNano() - sent).Seconds())
 		}
 		h.acked.Store(true)
 	case opHeartbeat:
@@ -52,7 +54,6 @@ func (h *heart) control(op ws.OpCode, at time.Time) {
 // run beats until ctx ends or the connection turns out to be a zombie, in
 // which case it closes the connection with a resumable code.
 func (h *heart) run(ctx context.Context, interval time.Duration) {
-	h.interval = interval
 	t := time.NewTimer(time.Duration(rand.Float64() * float64(interval)))
 	defer t.Stop()
 	for {

@@ -52,7 +52,6 @@ func (l *sendLimiter) reserveSlot(now time.Time, heartbeat bool) time.Duration {
 	if !heartbeat {
 		allowed -= l.reserve
 	}
-	// inWindow counts sends newer than now-window among the last `allowed`.
 	if l.count >= allowed {
 		// The allowed-th most recent send must have left the window.
 		idx := (l.next - allowed + l.limit) % l.limit

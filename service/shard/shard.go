@@ -263,10 +263,9 @@ func (s *Shard) connect(ctx context.Context) outcome {
 	}
 
 	var h *heart
-	conn := NewConn(s.cfg.Compression, s.cfg.Limits, 3, func(op ws.OpCode, at time.Time) { h.control(op, at) })
+	conn := NewConn(s.cfg.Compression, s.cfg.Limits, 3, func(op ws.OpCode, at time.Time) { h.control(op, at) }, s.preparer())
 	conn.wireBytes = s.cfg.Metrics.WireBytes.WithLabelValues(s.label)
-	conn.prepare = s.preparer()
-	h = newHeart(conn, &s.lastSeq)
+	h = newHeart(conn, &s.lastSeq, s.cfg.Metrics.HeartbeatLatency.WithLabelValues(s.label))
 	s.mu.Lock()
 	s.heart = h
 	s.mu.Unlock()
@@ -356,7 +355,6 @@ func (s *Shard) connect(ctx context.Context) outcome {
 				// A second HELLO on one connection is harmless; ignore it.
 			}
 		}
-		s.cfg.Metrics.HeartbeatLatency.WithLabelValues(s.label).Set(time.Duration(h.latency.Load()).Seconds())
 	}
 }
 
@@ -433,7 +431,8 @@ func (s *Shard) sendResume(ctx context.Context, conn *Conn) error {
 	return nil
 }
 
-type readyBody struct {
+// Ready is the part of READY the shard keeps.
+type Ready struct {
 	SessionID        string `json:"session_id"`
 	ResumeGatewayURL string `json:"resume_gateway_url"`
 	Guilds           []struct {
@@ -444,18 +443,19 @@ type readyBody struct {
 // preparer returns the read goroutine's half of dispatch handling for one
 // connection: it builds each event, with the session the connection is on
 // (the one it resumes, or the one its READY starts).
-func (s *Shard) preparer() func(t string, seq int64, d []byte, at time.Time) *Dispatch {
+func (s *Shard) preparer() Preparer {
 	s.mu.Lock()
 	session := s.sessionID
 	s.mu.Unlock()
 	return func(t string, seq int64, d []byte, at time.Time) *Dispatch {
 		disp := &Dispatch{Type: t, Seq: seq, ReceivedAt: at}
 		if t == "READY" {
-			disp.Data = append([]byte(nil), d...)
-			var r readyBody
-			if json.Unmarshal(d, &r) == nil {
-				session = r.SessionID
+			var r Ready
+			if err := json.Unmarshal(d, &r); err != nil || r.SessionID == "" {
+				disp.Err = fmt.Errorf("bad READY: %v", err)
+				return disp
 			}
+			session, disp.Ready = r.SessionID, &r
 			return disp
 		}
 		disp.Event, _, disp.Err = event.Build(s.cfg.ID, session, seq, t, d, at)
@@ -470,11 +470,11 @@ func (s *Shard) dispatch(ctx context.Context, d *Dispatch) (ready bool) {
 	s.cfg.Metrics.EventsReceived.WithLabelValues(s.label, typeLabel(d.Type)).Inc()
 	switch d.Type {
 	case "READY":
-		var r readyBody
-		if err := json.Unmarshal(d.Data, &r); err != nil || r.SessionID == "" {
-			s.malformed(&MalformedFrame{Reason: "payload", Err: fmt.Errorf("bad READY: %v", err)})
+		if d.Ready == nil {
+			s.malformed(&MalformedFrame{Reason: "payload", Err: d.Err})
 			return false
 		}
+		r := d.Ready
 		s.acks.reset(0)
 		s.acks.add(d.Seq, true)
 		s.mu.Lock()

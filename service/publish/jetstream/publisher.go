@@ -94,8 +94,8 @@ type Publisher struct {
 	slots chan struct{}
 
 	mu      sync.Mutex
-	pending map[uint64]pendingAck // events whose done is still to call
-	order   []pendingDeadline     // ids in publish order, for the sweeper
+	pending map[uint64]publish.Done // events whose done is still to call
+	order   []pendingDeadline       // ids in publish order, for the sweeper
 	// inFlight counts the accepted events whose done has not returned yet:
 	// those pending plus those whose done is running, so that Flush
 	// returns only after the last done has.
@@ -104,10 +104,6 @@ type Publisher struct {
 	closed   bool
 	quit     chan struct{} // closed by Close
 	swept    chan struct{} // closed when the sweeper has stopped
-}
-
-type pendingAck struct {
-	done publish.Done
 }
 
 type pendingDeadline struct {
@@ -129,7 +125,7 @@ func NewPublisher(nc *nats.Conn, logger log.Logger, opts ...Option) (*Publisher,
 		ackTimeout: o.ackTimeout,
 		inbox:      nats.NewInbox() + ".",
 		slots:      make(chan struct{}, o.maxPending),
-		pending:    make(map[uint64]pendingAck, o.maxPending),
+		pending:    make(map[uint64]publish.Done, o.maxPending),
 		quit:       make(chan struct{}),
 		swept:      make(chan struct{}),
 	}
@@ -185,7 +181,7 @@ func (p *Publisher) Publish(ctx context.Context, ev *event.Event, done publish.D
 		<-p.slots
 		return ErrClosed
 	}
-	p.pending[id] = pendingAck{done: done}
+	p.pending[id] = done
 	p.order = append(p.order, pendingDeadline{id: id, deadline: time.Now().Add(p.ackTimeout)})
 	p.inFlight++
 	p.mu.Unlock()
@@ -303,12 +299,12 @@ func (p *Publisher) resolve(id uint64, err error) {
 func (p *Publisher) take(id uint64) (publish.Done, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	a, ok := p.pending[id]
+	done, ok := p.pending[id]
 	if !ok {
 		return nil, false
 	}
 	delete(p.pending, id)
-	return a.done, true
+	return done, true
 }
 
 // finish ends a taken event: it wakes Flush if it was the last one and frees
