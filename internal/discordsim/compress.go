@@ -3,6 +3,8 @@ package discordsim
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 
 	"github.com/gorilla/websocket"
 	"github.com/klauspost/compress/zlib"
@@ -28,7 +30,8 @@ func parseCompression(v string) (Compression, error) {
 	return "", fmt.Errorf("unsupported compress=%q (want zlib-stream or zstd-stream)", v)
 }
 
-// frameEncoder turns one gateway payload into one websocket message. Both
+// frameEncoder turns one gateway payload into one websocket message (which
+// SetSplit may cut into several for zlib-stream). Both
 // stream modes keep a single compression context for the whole connection,
 // as Discord does, so a client must use one decompression context too.
 // An encoder is owned by the connection's writer goroutine.
@@ -116,3 +119,53 @@ func (e *zstdEncoder) encode(p []byte) (int, []byte, error) {
 }
 
 func (e *zstdEncoder) close() { _ = e.w.Close() }
+
+// zlibSuffix ends every zlib-stream payload: the empty stored block a
+// Z_SYNC_FLUSH writes. Discord's docs tell clients to inflate only once a
+// message ends with it.
+var zlibSuffix = []byte{0x00, 0x00, 0xff, 0xff}
+
+// zlibSplitter cuts a connection's zlib-stream payloads into several
+// websocket messages (SetSplit). It is owned by the connection's writer
+// goroutine; its random source is seeded with the connection id, so a run
+// is repeatable.
+type zlibSplitter struct {
+	rng *rand.Rand
+	n   uint64 // payloads cut so far
+}
+
+func newZlibSplitter(connID int64) *zlibSplitter {
+	return &zlibSplitter{rng: rand.New(rand.NewPCG(uint64(connID), 0x5eed))}
+}
+
+// cuts returns the increasing offsets at which to cut msg into at most
+// pieces messages; nil sends it whole. Every other payload has its last cut
+// 1 to 4 bytes before the end, inside or just before the suffix, which
+// catches clients that look for the suffix in the last message only; the
+// other cuts are random. A cut after which the piece would end with the
+// whole suffix is left out: a client following the docs would take that
+// piece for the end of the payload.
+func (z *zlibSplitter) cuts(msg []byte, pieces int) []int {
+	n := len(msg)
+	pieces = min(pieces, n)
+	if pieces < 2 {
+		return nil
+	}
+	k := z.n
+	z.n++
+	at := make(map[int]bool, pieces-1)
+	if k%2 == 0 && n > len(zlibSuffix) {
+		at[n-1-int(k/2%4)] = true
+	}
+	for len(at) < pieces-1 {
+		at[1+z.rng.IntN(n-1)] = true
+	}
+	cuts := make([]int, 0, len(at))
+	for c := range at {
+		if !bytes.HasSuffix(msg[:c], zlibSuffix) {
+			cuts = append(cuts, c)
+		}
+	}
+	slices.Sort(cuts)
+	return cuts
+}

@@ -50,9 +50,10 @@ type conn struct {
 	done       chan struct{} // closed once the connection is torn down
 	readerDone chan struct{}
 	killOnce   sync.Once
-	closing    atomic.Bool // a close handshake is in progress
-	withhold   atomic.Bool // zombie simulation: no heartbeat ACKs
-	sawClose   atomic.Bool // the client sent a close frame
+	closing    atomic.Bool   // a close handshake is in progress
+	withhold   atomic.Bool   // zombie simulation: no heartbeat ACKs
+	sawClose   atomic.Bool   // the client sent a close frame
+	splitter   *zlibSplitter // SetSplit; created and used by the writer
 
 	mu           sync.Mutex
 	sess         *session
@@ -232,7 +233,7 @@ func (c *conn) write(enc frameEncoder, payload []byte) bool {
 	typ, b, err := enc.encode(payload)
 	if err == nil {
 		_ = c.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
-		err = c.ws.WriteMessage(typ, b)
+		err = c.writeMessages(typ, b)
 	}
 	if err != nil {
 		select {
@@ -243,6 +244,30 @@ func (c *conn) write(enc frameEncoder, payload []byte) bool {
 		return false
 	}
 	return true
+}
+
+// writeMessages writes one encoded payload: one websocket message, or
+// several when the shard's zlib-stream payloads are split (SetSplit).
+func (c *conn) writeMessages(typ int, b []byte) error {
+	var cuts []int
+	if c.comp == CompressZlib && c.srv.anySplit.Load() {
+		if shard, _ := c.shardOf(); shard >= 0 {
+			if pieces := c.srv.split(shard); pieces > 1 {
+				if c.splitter == nil {
+					c.splitter = newZlibSplitter(c.id)
+				}
+				cuts = c.splitter.cuts(b, pieces)
+			}
+		}
+	}
+	start := 0
+	for _, end := range append(cuts, len(b)) {
+		if err := c.ws.WriteMessage(typ, b[start:end]); err != nil {
+			return err
+		}
+		start = end
+	}
+	return nil
 }
 
 func (c *conn) writeClose(code int, reason string) {

@@ -40,6 +40,9 @@ func (s *Server) liveConn(shard int) (*conn, *session, error) {
 // dispatch is only logged and will be replayed by a RESUME, like Discord.
 // d must be valid JSON and t an event name such as "GUILD_CREATE". Unlike
 // the load generator, Dispatch does not filter by the session's intents.
+// Nor does it bound d: a dispatch of many MiB is queued, written and
+// replayed like any other (Discord's largest GUILD_CREATEs are that big),
+// which is how a test shows what a client's size limits do to a session.
 func (s *Server) Dispatch(shard int, t string, d []byte) (int64, error) {
 	if !validEventName(t) {
 		return 0, fmt.Errorf("discordsim: invalid event name %q", t)
@@ -177,8 +180,61 @@ func (s *Server) writeDelay(shard int) time.Duration {
 	return s.delays[shard]
 }
 
-// SendRaw writes frame as one message on shard's connection, compressed per
-// the connection's transport compression, e.g. to inject malformed data.
+// SetSplit makes the simulator send every zlib-stream payload written to
+// shard's connections as pieces websocket messages instead of one. Discord's
+// docs tell zlib-stream clients to buffer messages until one ends with the
+// Z_SYNC_FLUSH suffix 00 00 ff ff and only then inflate, because a payload
+// may span several messages. The cuts fall at arbitrary points; for every
+// other payload the last cut lies inside (or just before) the 4-byte suffix,
+// so a piece ends with part of it. No piece but the last ends with the whole
+// suffix, or a client following the docs would inflate too early.
+//
+// Only zlib-stream is split. Discord documents that with zstd-stream "each
+// websocket message corresponds to a single gateway message", and a zstd
+// message has no end marker a client could wait for; uncompressed JSON is
+// one payload per text message. Like SetWriteDelay it applies to the
+// shard's current and future connections (once bound to the shard by
+// IDENTIFY or RESUME, so HELLO is never split) until it is set again;
+// pieces of 0 or 1 turn it off.
+func (s *Server) SetSplit(shard int, pieces int) {
+	pieces = max(pieces, 1)
+	s.mu.Lock()
+	if pieces == 1 {
+		delete(s.splits, shard)
+	} else {
+		s.splits[shard] = pieces
+	}
+	s.anySplit.Store(len(s.splits) > 0)
+	cur := s.current[shard]
+	s.mu.Unlock()
+	a := Action{Kind: ActionSplit, Shard: shard, Detail: fmt.Sprint(pieces)}
+	if cur != nil {
+		a.SessionID = cur.id
+		if c := cur.liveConn(); c != nil {
+			a.ConnID = c.id
+		}
+	}
+	s.recordAction(a)
+}
+
+// Split returns the number of messages each zlib-stream payload of shard is
+// sent as (see SetSplit); 1 means unsplit.
+func (s *Server) Split(shard int) int { return s.split(shard) }
+
+func (s *Server) split(shard int) int {
+	if !s.anySplit.Load() {
+		return 1 // the common case, without taking mu for every frame
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return max(s.splits[shard], 1)
+}
+
+// SendRaw writes frame as one payload on shard's connection (one message, or
+// several under SetSplit), compressed per the connection's transport
+// compression, e.g. to inject malformed data. It bypasses the replay log: a
+// RESUME does not send it again. Use Dispatch for a well-formed payload that
+// must come back after a RESUME, such as an oversized one.
 func (s *Server) SendRaw(shard int, frame []byte) error {
 	c, ss, err := s.liveConn(shard)
 	if err != nil {

@@ -16,7 +16,9 @@
 //     closed with 4012), encoding=json and optionally compress=zlib-stream
 //     or compress=zstd-stream are honoured. Payload compression requested
 //     by IDENTIFY's "compress": true is ignored, which Discord's docs allow
-//     ("not all payloads will be compressed").
+//     ("not all payloads will be compressed"). Each payload is one
+//     websocket message unless SetSplit cuts zlib-stream payloads into
+//     several (see Fault injection).
 //   - The server sends HELLO, expects IDENTIFY or RESUME, answers heartbeats,
 //     numbers every dispatch of a session from 1 and keeps a replay log so a
 //     RESUME replays exactly what was missed, followed by RESUMED.
@@ -35,7 +37,9 @@
 //     (Discord: "your session will be invalidated"); any other code, or a
 //     dropped TCP connection, leaves it resumable until SessionTimeout.
 //   - Dispatches produced while a session has no live connection are
-//     appended to its log and replayed on RESUME.
+//     appended to its log and replayed on RESUME. So is every dispatch a
+//     client missed, whatever its size: a dispatch too big for the client
+//     comes back after each RESUME until the client gets past it.
 //   - A client that does not drain its socket fills the per-connection
 //     queue and is dropped (TCP close, no close frame); its session stays
 //     resumable.
@@ -57,9 +61,14 @@
 // without a close frame), CloseWith (any close code; the ones after which
 // Discord wants a new session also invalidate it), Reconnect (op 7),
 // InvalidSession (op 9, resumable or not), WithholdAcks (a zombie
-// connection), SendRaw (malformed frames), and SetWriteDelay, which delays
-// every frame written to the shard by a fixed time (a slow path, for as long
-// as it is set).
+// connection), SendRaw (malformed frames, not logged for replay), Dispatch
+// with an oversized body (logged, so replayed on RESUME), SetWriteDelay,
+// which delays every frame written to the shard by a fixed time (a slow
+// path, for as long as it is set), and SetSplit, which sends each
+// zlib-stream payload of the shard as several websocket messages cut at
+// arbitrary points, some inside the 00 00 ff ff suffix, as Discord's docs
+// warn clients to expect. zstd-stream is never split: Discord documents one
+// gateway message per websocket message for it.
 //
 // # Recording
 //

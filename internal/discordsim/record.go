@@ -66,6 +66,7 @@ const (
 	ActionWithholdAcks   = "withhold_acks"
 	ActionSendRaw        = "send_raw"
 	ActionWriteDelay     = "write_delay" // SetWriteDelay (Detail: the delay)
+	ActionSplit          = "split"       // SetSplit (Detail: the number of pieces)
 )
 
 // Identify is one IDENTIFY received, successful or not.

@@ -177,6 +177,7 @@ type Server struct {
 	conns      map[*conn]struct{}
 	bucketLast map[int]time.Time
 	delays     map[int]time.Duration // SetWriteDelay, per shard
+	splits     map[int]int           // SetSplit, per shard
 	remaining  int
 	revoked    bool
 	connSeq    int64
@@ -190,6 +191,7 @@ type Server struct {
 
 	framesWritten atomic.Int64
 	anyDelay      atomic.Bool // some shard has a write delay
+	anySplit      atomic.Bool // some shard has its messages split
 
 	notifyMu sync.Mutex
 	notifyCh chan struct{}
@@ -211,6 +213,7 @@ func New(cfg Config) *Server {
 		conns:      map[*conn]struct{}{},
 		bucketLast: map[int]time.Time{},
 		delays:     map[int]time.Duration{},
+		splits:     map[int]int{},
 		remaining:  cfg.SessionStartRemaining,
 		notifyCh:   make(chan struct{}),
 		rateCh:     make(chan struct{}, 1),
