@@ -10,10 +10,10 @@ import (
 	"time"
 
 	"github.com/go-kit/log"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/shardpool/gateway/internal/natstest"
 	jspub "github.com/shardpool/gateway/service/publish/jetstream"
 )
 
@@ -59,15 +59,7 @@ func TestNATSStreamDefinitionsEqualWhatTheServiceEnsures(t *testing.T) {
 // startJetStream runs an embedded NATS server with JetStream.
 func startJetStream(t *testing.T) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server did not start")
-	}
+	ns := natstest.Run(t)
 	nc, err := nats.Connect(ns.ClientURL())
 	if err != nil {
 		t.Fatal(err)

@@ -20,22 +20,9 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
-)
 
-func authServer(t *testing.T, opts *server.Options) *server.Server {
-	t.Helper()
-	opts.Host, opts.Port, opts.NoSigs = "127.0.0.1", -1, true
-	s, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
-	t.Cleanup(s.Shutdown)
-	return s
-}
+	"github.com/shardpool/gateway/internal/natstest"
+)
 
 // connectWith connects through Connect with a's options and reports the
 // outcome; a wrong credential must fail, not hang (no retry on the first
@@ -67,7 +54,7 @@ func write(t *testing.T, name string, b []byte) string {
 }
 
 func TestUserPasswordAndToken(t *testing.T) {
-	s := authServer(t, &server.Options{Username: "gw", Password: "hunter2"})
+	s := natstest.Run(t, natstest.WithoutJetStream(), natstest.WithOptions(func(o *server.Options) { o.Username, o.Password = "gw", "hunter2" }))
 	if err := connectWith(t, s.ClientURL(), Auth{User: "gw", Password: "hunter2"}); err != nil {
 		t.Fatalf("right password refused: %v", err)
 	}
@@ -78,7 +65,7 @@ func TestUserPasswordAndToken(t *testing.T) {
 	if strings.Contains(err.Error(), "wrong") || strings.Contains(err.Error(), "hunter2") {
 		t.Fatalf("error leaks the password: %v", err)
 	}
-	ts := authServer(t, &server.Options{Authorization: "s3cr3t-token"})
+	ts := natstest.Run(t, natstest.WithoutJetStream(), natstest.WithOptions(func(o *server.Options) { o.Authorization = "s3cr3t-token" }))
 	if err := connectWith(t, ts.ClientURL(), Auth{Token: "s3cr3t-token"}); err != nil {
 		t.Fatalf("right token refused: %v", err)
 	}
@@ -91,7 +78,7 @@ func TestNkeySeed(t *testing.T) {
 	kp, _ := nkeys.CreateUser()
 	pub, _ := kp.PublicKey()
 	seed, _ := kp.Seed()
-	s := authServer(t, &server.Options{Nkeys: []*server.NkeyUser{{Nkey: pub}}})
+	s := natstest.Run(t, natstest.WithoutJetStream(), natstest.WithOptions(func(o *server.Options) { o.Nkeys = []*server.NkeyUser{{Nkey: pub}} }))
 	if err := connectWith(t, s.ClientURL(), Auth{NkeySeedFile: write(t, "user.nk", seed)}); err != nil {
 		t.Fatalf("nkey refused: %v", err)
 	}
@@ -140,7 +127,9 @@ func TestCredsFile(t *testing.T) {
 	}
 	resolver := &server.MemAccResolver{}
 	resolver.Store(apub, ajwt)
-	s := authServer(t, &server.Options{TrustedOperators: []*jwt.OperatorClaims{op}, AccountResolver: resolver})
+	s := natstest.Run(t, natstest.WithoutJetStream(), natstest.WithOptions(func(o *server.Options) {
+		o.TrustedOperators, o.AccountResolver = []*jwt.OperatorClaims{op}, resolver
+	}))
 	if err := connectWith(t, s.ClientURL(), Auth{CredsFile: write(t, "user.creds", creds)}); err != nil {
 		t.Fatalf("creds refused: %v", err)
 	}
@@ -167,7 +156,9 @@ func TestTLSWithClientCertificates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := authServer(t, &server.Options{TLSConfig: tc, TLSVerify: true, TLS: true, TLSTimeout: 3})
+	s := natstest.Run(t, natstest.WithoutJetStream(), natstest.WithOptions(func(o *server.Options) {
+		o.TLSConfig, o.TLSVerify, o.TLS, o.TLSTimeout = tc, true, true, 3
+	}))
 	if err := connectWith(t, s.ClientURL(), Auth{TLSCAFile: caFile, TLSCertFile: cliCertFile, TLSKeyFile: cliKeyFile}); err != nil {
 		t.Fatalf("mutual TLS refused: %v", err)
 	}

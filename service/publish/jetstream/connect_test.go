@@ -2,13 +2,14 @@ package jetstream
 
 import (
 	"errors"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/shardpool/gateway/internal/natstest"
 )
 
 func TestRedactURLHidesUserInformation(t *testing.T) {
@@ -55,9 +56,8 @@ func (r *stateRecorder) last() (connected, ok bool) {
 func withAuth(o *server.Options) { o.Username, o.Password = "gateway", "hunter2secret" }
 
 func TestConnectReportsStateAndReconnects(t *testing.T) {
-	dir := t.TempDir()
-	s := runServer(t, withAuth, func(o *server.Options) { o.StoreDir = dir })
-	port := s.Addr().(*net.TCPAddr).Port
+	s := natstest.Run(t, natstest.WithOptions(withAuth))
+	port := s.Port()
 	url := "nats://gateway:hunter2secret@127.0.0.1:" + strconv.Itoa(port)
 
 	var logs logBuffer
@@ -72,7 +72,7 @@ func TestConnectReportsStateAndReconnects(t *testing.T) {
 	s.Shutdown()
 	waitFor(t, "disconnected state", func() bool { c, _ := states.last(); return !c })
 
-	runServer(t, withAuth, func(o *server.Options) { o.StoreDir = dir; o.Port = port })
+	s.Start() // the same port and store
 	waitFor(t, "reconnected state", func() bool { c, _ := states.last(); return c })
 
 	nc.Close()
@@ -91,8 +91,7 @@ func TestConnectReportsStateAndReconnects(t *testing.T) {
 
 func TestConnectKeepsTryingWhenNoServerIsUp(t *testing.T) {
 	// Find a free port, then leave it closed.
-	s := runServer(t)
-	port := s.Addr().(*net.TCPAddr).Port
+	s := natstest.Run(t)
 	s.Shutdown()
 
 	var states stateRecorder
@@ -105,7 +104,7 @@ func TestConnectKeepsTryingWhenNoServerIsUp(t *testing.T) {
 		t.Fatal("connected to nothing")
 	}
 
-	runServer(t, func(o *server.Options) { o.Port = port })
+	s.Start() // on the same port
 	waitFor(t, "connected state", func() bool { c, ok := states.last(); return ok && c })
 }
 

@@ -7,39 +7,19 @@ import (
 	"time"
 
 	"github.com/go-kit/log"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/shardpool/gateway/internal/natstest"
 	"github.com/shardpool/gateway/service/event"
 )
 
-// runServer starts an embedded NATS server with JetStream, stopped at the
-// end of the test. edit, if given, adjusts the options first.
-func runServer(t testing.TB, edit ...func(*server.Options)) *server.Server {
-	t.Helper()
-	opts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true}
-	for _, e := range edit {
-		e(opts)
-	}
-	s, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("NATS server not ready")
-	}
-	t.Cleanup(s.Shutdown)
-	return s
-}
-
 // withoutJetStream turns JetStream off: a subscriber on the subject then
 // swallows publishes, so acks never come.
-func withoutJetStream(o *server.Options) { o.JetStream = false }
+var withoutJetStream = natstest.WithoutJetStream()
 
 // connect connects through Connect, closed at the end of the test.
-func connect(t testing.TB, s *server.Server, logger log.Logger) *nats.Conn {
+func connect(t testing.TB, s *natstest.Server, logger log.Logger) *nats.Conn {
 	t.Helper()
 	nc, err := Connect(s.ClientURL(), t.Name(), logger, nil)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/shardpool/gateway/internal/natstest"
 	"github.com/shardpool/gateway/service/event"
 )
 
@@ -20,7 +21,7 @@ import (
 // JetStream context on it.
 func setup(t *testing.T) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc := connect(t, runServer(t), log.NewNopLogger())
+	nc := connect(t, natstest.Run(t), log.NewNopLogger())
 	js := newJetStream(t, nc)
 	if err := EnsureStreams(context.Background(), js, StreamConfig{Storage: jetstream.MemoryStorage}, log.NewNopLogger()); err != nil {
 		t.Fatal(err)
@@ -132,7 +133,7 @@ func TestPublishReportsAnEventNoStreamTakes(t *testing.T) {
 }
 
 func TestPublishFailsAnEventWhoseAckTimesOut(t *testing.T) {
-	nc := connect(t, runServer(t, withoutJetStream), log.NewNopLogger())
+	nc := connect(t, natstest.Run(t, withoutJetStream), log.NewNopLogger())
 	swallow(t, nc)
 	p := newPublisher(t, nc, WithAckTimeout(100*time.Millisecond))
 	rec := newDoneRecorder(1)
@@ -149,7 +150,7 @@ func TestPublishFailsAnEventWhoseAckTimesOut(t *testing.T) {
 }
 
 func TestPublishFailsInFlightEventsWhenTheServerGoesAway(t *testing.T) {
-	s := runServer(t, withoutJetStream)
+	s := natstest.Run(t, withoutJetStream)
 	nc := connect(t, s, log.NewNopLogger())
 	swallow(t, nc)
 	p := newPublisher(t, nc, WithAckTimeout(time.Minute)) // the disconnect must fail them, not the timeout
@@ -189,7 +190,7 @@ func TestPublishFailsInFlightEventsWhenTheServerGoesAway(t *testing.T) {
 }
 
 func TestPublishResolvesEveryEventWhenTheServerStopsMidFlight(t *testing.T) {
-	s := runServer(t)
+	s := natstest.Run(t)
 	nc := connect(t, s, log.NewNopLogger())
 	if err := EnsureStreams(context.Background(), newJetStream(t, nc), StreamConfig{Storage: jetstream.FileStorage}, log.NewNopLogger()); err != nil {
 		t.Fatal(err)
@@ -233,7 +234,7 @@ func TestPublishResolvesEveryEventWhenTheServerStopsMidFlight(t *testing.T) {
 }
 
 func TestPublishBlocksAtMaxPendingUntilCtxEnds(t *testing.T) {
-	nc := connect(t, runServer(t, withoutJetStream), log.NewNopLogger())
+	nc := connect(t, natstest.Run(t, withoutJetStream), log.NewNopLogger())
 	swallow(t, nc)
 	p := newPublisher(t, nc, WithMaxPending(2), WithAckTimeout(time.Minute))
 	rec := newDoneRecorder(2)
@@ -290,7 +291,7 @@ func TestFlushWaitsForEveryAck(t *testing.T) {
 }
 
 func TestFlushGivesUpWhenCtxEnds(t *testing.T) {
-	nc := connect(t, runServer(t, withoutJetStream), log.NewNopLogger())
+	nc := connect(t, natstest.Run(t, withoutJetStream), log.NewNopLogger())
 	swallow(t, nc)
 	p := newPublisher(t, nc, WithAckTimeout(time.Minute))
 	if err := p.Publish(context.Background(), newEvent(t, 0), func(error) {}); err != nil {
@@ -304,7 +305,7 @@ func TestFlushGivesUpWhenCtxEnds(t *testing.T) {
 }
 
 func TestCloseFailsPendingEventsAndRefusesNewOnes(t *testing.T) {
-	nc := connect(t, runServer(t, withoutJetStream), log.NewNopLogger())
+	nc := connect(t, natstest.Run(t, withoutJetStream), log.NewNopLogger())
 	swallow(t, nc)
 	p := newPublisher(t, nc, WithMaxPending(2), WithAckTimeout(time.Minute))
 	rec := newDoneRecorder(2)
@@ -353,7 +354,7 @@ func TestPublishHonoursAnEndedCtx(t *testing.T) {
 // embedded server, so it counts the server's work too: an upper bound for
 // the client's cost per event.
 func BenchmarkPublish(b *testing.B) {
-	s := runServer(b)
+	s := natstest.Run(b)
 	nc := connect(b, s, log.NewNopLogger())
 	if err := EnsureStreams(context.Background(), newJetStream(b, nc), StreamConfig{Storage: jetstream.MemoryStorage}, log.NewNopLogger()); err != nil {
 		b.Fatal(err)

@@ -8,6 +8,8 @@ import (
 
 	"github.com/go-kit/log"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/shardpool/gateway/internal/natstest"
 )
 
 func TestStreamsDefinesEventsAndCommands(t *testing.T) {
@@ -51,7 +53,7 @@ func streamConfig(t *testing.T, js jetstream.JetStream, name string) jetstream.S
 }
 
 func TestEnsureStreamsCreatesMissingStreams(t *testing.T) {
-	js := newJetStream(t, connect(t, runServer(t), log.NewNopLogger()))
+	js := newJetStream(t, connect(t, natstest.Run(t), log.NewNopLogger()))
 	cfg := StreamConfig{Storage: jetstream.MemoryStorage, Replicas: 1}
 	if err := EnsureStreams(context.Background(), js, cfg, log.NewNopLogger()); err != nil {
 		t.Fatal(err)
@@ -64,7 +66,7 @@ func TestEnsureStreamsCreatesMissingStreams(t *testing.T) {
 }
 
 func TestEnsureStreamsLeavesAnUpToDateStreamAlone(t *testing.T) {
-	js := newJetStream(t, connect(t, runServer(t), log.NewNopLogger()))
+	js := newJetStream(t, connect(t, natstest.Run(t), log.NewNopLogger()))
 	cfg := StreamConfig{Storage: jetstream.FileStorage}
 	if err := EnsureStreams(context.Background(), js, cfg, log.NewNopLogger()); err != nil {
 		t.Fatal(err)
@@ -79,7 +81,7 @@ func TestEnsureStreamsLeavesAnUpToDateStreamAlone(t *testing.T) {
 }
 
 func TestEnsureStreamsUpdatesChangedSettings(t *testing.T) {
-	js := newJetStream(t, connect(t, runServer(t), log.NewNopLogger()))
+	js := newJetStream(t, connect(t, natstest.Run(t), log.NewNopLogger()))
 	ctx := context.Background()
 	cfg := StreamConfig{Storage: jetstream.FileStorage}
 	if err := EnsureStreams(ctx, js, cfg, log.NewNopLogger()); err != nil {
@@ -113,7 +115,7 @@ func TestEnsureStreamsUpdatesChangedSettings(t *testing.T) {
 }
 
 func TestEnsureStreamsUsesAStreamOfAnotherStorageTypeAsItIs(t *testing.T) {
-	js := newJetStream(t, connect(t, runServer(t), log.NewNopLogger()))
+	js := newJetStream(t, connect(t, natstest.Run(t), log.NewNopLogger()))
 	ctx := context.Background()
 	// EVENTS exists in memory with other settings; the configuration asks
 	// for file storage.
@@ -145,7 +147,7 @@ func TestEnsureStreamsUsesAStreamOfAnotherStorageTypeAsItIs(t *testing.T) {
 }
 
 func TestEnsureStreamsReportsAnImpossibleConfiguration(t *testing.T) {
-	js := newJetStream(t, connect(t, runServer(t), log.NewNopLogger()))
+	js := newJetStream(t, connect(t, natstest.Run(t), log.NewNopLogger()))
 	// A single server cannot hold 3 replicas.
 	err := EnsureStreams(context.Background(), js, StreamConfig{Storage: jetstream.FileStorage, Replicas: 3}, log.NewNopLogger())
 	if err == nil || !strings.Contains(err.Error(), "EVENTS") {
@@ -154,7 +156,7 @@ func TestEnsureStreamsReportsAnImpossibleConfiguration(t *testing.T) {
 }
 
 func TestEnsureStreamsFailsWithoutJetStream(t *testing.T) {
-	js := newJetStream(t, connect(t, runServer(t, withoutJetStream), log.NewNopLogger()))
+	js := newJetStream(t, connect(t, natstest.Run(t, withoutJetStream), log.NewNopLogger()))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := EnsureStreams(ctx, js, StreamConfig{Storage: jetstream.FileStorage}, log.NewNopLogger()); err == nil {
