@@ -29,11 +29,11 @@ import (
 	"github.com/diamondburned/arikawa/v3/utils/json/option"
 	"github.com/google/pprof/profile"
 	"github.com/gorilla/websocket"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/shardpool/gateway/internal/discordsim"
+	"github.com/shardpool/gateway/internal/natstest"
 	"github.com/shardpool/gateway/service/event"
 	jspub "github.com/shardpool/gateway/service/publish/jetstream"
 )
@@ -72,7 +72,7 @@ func workload(sim *discordsim.Server, shard, n int) []benchDispatch {
 type benchWorld struct {
 	t   *testing.T
 	sim *discordsim.Server
-	ns  *server.Server
+	ns  *natstest.Server
 	nc  *nats.Conn
 	js  jetstream.JetStream
 }
@@ -90,7 +90,7 @@ func newBenchWorld(t *testing.T, simCfg discordsim.Config, withNATS bool) *bench
 	}
 	w := &benchWorld{t: t, sim: sim}
 	if withNATS {
-		w.ns = startNATS(t, &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, MaxPayload: 8 << 20})
+		w.ns = natstest.Run(t, natstest.WithMaxPayload(8<<20))
 		nc, err := nats.Connect(w.ns.ClientURL())
 		if err != nil {
 			t.Fatal(err)

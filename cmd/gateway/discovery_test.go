@@ -14,13 +14,13 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/shardpool/gateway/discovery"
 	"github.com/shardpool/gateway/discovery/consultest"
 	"github.com/shardpool/gateway/internal/discordsim"
+	"github.com/shardpool/gateway/internal/natstest"
 	"github.com/shardpool/gateway/service"
 )
 
@@ -30,7 +30,7 @@ import (
 type fleet struct {
 	t      *testing.T
 	sim    *discordsim.Server
-	ns     *server.Server
+	ns     *natstest.Server
 	js     jetstream.JetStream
 	nc     *nats.Conn
 	consul *consultest.Agent
@@ -70,7 +70,7 @@ func startFleet(t *testing.T, o fleetOptions) *fleet {
 		t.Fatal(err)
 	}
 	t.Cleanup(f.sim.Close)
-	f.ns = startNATS(t, &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
+	f.ns = natstest.Run(t)
 	nc, err := nats.Connect(f.ns.ClientURL())
 	if err != nil {
 		t.Fatal(err)

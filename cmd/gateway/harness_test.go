@@ -5,18 +5,17 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/shardpool/gateway/internal/discordsim"
+	"github.com/shardpool/gateway/internal/natstest"
 	"github.com/shardpool/gateway/service"
 	"github.com/shardpool/gateway/service/event"
 )
@@ -26,8 +25,7 @@ import (
 type testEnv struct {
 	t       *testing.T
 	sim     *discordsim.Server
-	ns      *server.Server
-	nsOpts  *server.Options
+	ns      *natstest.Server
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	m       *Main
@@ -62,19 +60,6 @@ func (b *lockedBuffer) String() string {
 	return b.buf.String()
 }
 
-func startNATS(t *testing.T, opts *server.Options) *server.Server {
-	t.Helper()
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server did not start")
-	}
-	return ns
-}
-
 func startEnv(t *testing.T, o envOptions) *testEnv {
 	t.Helper()
 	if o.sim.IdentifyWindow == 0 {
@@ -107,9 +92,7 @@ func startEnv(t *testing.T, o envOptions) *testEnv {
 	cfg.IdentifyWindow = o.sim.IdentifyWindow
 	cfg.BackoffBase, cfg.BackoffMax = 20*time.Millisecond, 500*time.Millisecond
 	if !o.noNATS {
-		e.nsOpts = &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true}
-		e.ns = startNATS(t, e.nsOpts)
-		e.nsOpts.Port = e.ns.Addr().(*net.TCPAddr).Port
+		e.ns = natstest.Run(t)
 		cfg.NATSURL = e.ns.ClientURL()
 		if o.storage != "" {
 			cfg.StreamStorage = o.storage

@@ -54,10 +54,9 @@ next:
 // and store.
 func (e *testEnv) outage(d time.Duration) {
 	e.t.Helper()
-	e.ns.Shutdown()
-	e.ns.WaitForShutdown()
+	e.ns.Shutdown() // returns once it is down
 	time.Sleep(d)
-	e.ns = startNATS(e.t, e.nsOpts)
+	e.ns.Start()
 }
 
 func TestNATSOutageLosesAndDuplicatesNothing(t *testing.T) {

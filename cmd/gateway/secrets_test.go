@@ -12,6 +12,7 @@ import (
 
 	"github.com/shardpool/gateway/discovery/consultest"
 	"github.com/shardpool/gateway/internal/discordsim"
+	"github.com/shardpool/gateway/internal/natstest"
 )
 
 // TestSecretsNeverLeak runs the whole program with every kind of secret set
@@ -28,8 +29,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sim.Close()
-	ns := startNATS(t, &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true,
-		Username: "gateway", Password: secrets["NATS_PASSWORD"]})
+	ns := natstest.Run(t, natstest.WithOptions(func(o *server.Options) { o.Username, o.Password = "gateway", secrets["NATS_PASSWORD"] }))
 	defer ns.Shutdown()
 	agent := consultest.Start(t)
 

@@ -13,9 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-
 	"github.com/shardpool/gateway/internal/discordsim"
+	"github.com/shardpool/gateway/internal/natstest"
 )
 
 func freePort(t *testing.T) int {
@@ -43,7 +42,7 @@ func TestSIGTERMDrainsThenExitsZero(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sim.Close()
-	ns := startNATS(t, &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
+	ns := natstest.Run(t)
 	defer ns.Shutdown()
 
 	port := freePort(t)
