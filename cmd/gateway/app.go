@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -17,8 +15,6 @@ import (
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -27,7 +23,6 @@ import (
 	"github.com/shardpool/gateway/endpoint"
 	"github.com/shardpool/gateway/service"
 	"github.com/shardpool/gateway/service/publish"
-	jspub "github.com/shardpool/gateway/service/publish/jetstream"
 	"github.com/shardpool/gateway/service/shard"
 	"github.com/shardpool/gateway/transport"
 )
@@ -46,13 +41,27 @@ type Main struct {
 	mu       sync.Mutex
 	started  chan struct{} // closed once the HTTP listener is up
 	httpAddr string
-	pool     *service.Pool
+	pool     *service.Pool     // without Consul
 	member   *discovery.Member // with Consul
 	stop     context.CancelFunc
 	done     chan struct{}
 	// crashing makes the next stop abrupt, as a crash: no drain, no
 	// hand-off, the Consul session left to expire (tests).
 	crashing atomic.Bool
+
+	// What Run's phases open, each for the phases after it; release frees
+	// them in reverse order.
+	logger       log.Logger
+	plan         shardPlan            // planShards
+	reg          *prometheus.Registry // openMetrics
+	shardMetrics *shard.Metrics
+	nats         *natsBroker       // openPublishPath; nil in local mode
+	breaker      *publish.Breaker  // nil in local mode
+	buffer       *publish.Buffer   // what the shards publish into
+	listener     net.Listener      // openListener
+	consul       *discovery.Consul // openFleet
+	poolDrain    time.Duration     // openFleet or openStaticPool
+	server       *http.Server      // openHTTPServer
 }
 
 // NewMain returns a Main with the default configuration.
@@ -84,13 +93,18 @@ func (m *Main) Pool() *service.Pool {
 	<-m.started
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.currentPool()
+}
+
+func (m *Main) currentPool() *service.Pool {
 	if m.member != nil {
 		return m.member.Pool()
 	}
 	return m.pool
 }
 
-// Close drains the pool and waits for Run to return.
+// Close drains the pool and waits for Run to return, by which time Run has
+// released everything it opened.
 func (m *Main) Close() error {
 	m.mu.Lock()
 	stop := m.stop
@@ -100,6 +114,66 @@ func (m *Main) Close() error {
 		<-m.done
 	}
 	return nil
+}
+
+// Run runs the gateway until ctx ends or Close is called, then drains the
+// pool (within DRAIN_TIMEOUT) and returns. A nil error means a clean exit.
+//
+// Each phase opens one thing and sets a field for the next; a phase that
+// fails just returns, and release frees what the earlier ones opened.
+func (m *Main) Run(ctx context.Context) (err error) {
+	defer close(m.done)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	m.mu.Lock()
+	m.stop = cancel
+	m.mu.Unlock()
+	defer m.release()
+
+	m.logger = m.newLogger()
+	if err := m.planShards(ctx); err != nil {
+		return err
+	}
+	m.logStarting()
+	m.openMetrics(ctx)
+	if err := m.openPublishPath(); err != nil {
+		return err
+	}
+	if err := m.openListener(); err != nil {
+		return err
+	}
+	if m.plan.useConsul {
+		if err := m.openFleet(); err != nil {
+			return err
+		}
+	} else {
+		m.openStaticPool()
+	}
+	m.openHTTPServer()
+
+	err = m.serve(ctx)
+	m.release()
+	level.Info(m.logger).Log("msg", "exit", "err", err)
+	return err
+}
+
+// release frees what Run opened, in reverse order. Each field is checked
+// and cleared, so it is safe after any failed phase and safe twice. The pool
+// and the member need nothing: they stop with the run group; the HTTP
+// server has shut down in it too.
+func (m *Main) release() {
+	if m.listener != nil {
+		m.listener.Close() // already closed by the server's Shutdown once served
+		m.listener = nil
+	}
+	if m.buffer != nil {
+		m.buffer.Close()
+		m.buffer = nil
+	}
+	if m.nats != nil {
+		m.nats.close()
+		m.nats = nil
+	}
 }
 
 func (m *Main) newLogger() log.Logger {
@@ -125,225 +199,45 @@ func (m *Main) newLogger() log.Logger {
 	return log.With(logger, "ts", log.DefaultTimestampUTC, "caller", log.DefaultCaller)
 }
 
-// Run runs the gateway until ctx ends or Close is called, then drains the
-// pool (within DRAIN_TIMEOUT) and returns. A nil error means a clean exit.
-func (m *Main) Run(ctx context.Context) (err error) {
-	defer close(m.done)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	m.mu.Lock()
-	m.stop = cancel
-	m.mu.Unlock()
+// openMetrics creates the registry and the shard metrics, and keeps the
+// session start gauge fresh until ctx ends.
+func (m *Main) openMetrics(ctx context.Context) {
+	m.reg = prometheus.NewRegistry()
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.shardMetrics = shard.NewMetrics(m.reg)
+	m.shardMetrics.SessionStarts.Set(float64(m.plan.startsRemaining))
+	go refreshSessionStarts(ctx, m.Config, m.shardMetrics.SessionStarts, m.logger)
+}
 
-	cfg := m.Config
-	logger := m.newLogger()
-	if cfg.DiscordToken == "" {
-		return errors.New("invalid DISCORD_TOKEN: is required")
-	}
-
-	// Discord first: the shard count and the identify budget decide
-	// everything else.
-	bot, err := shard.FetchGatewayBot(ctx, cfg.DiscordAPIURL, cfg.DiscordToken)
+// openListener listens on HTTP_HOST:HTTP_PORT before the fleet opens: Consul
+// registers the port it got.
+func (m *Main) openListener() error {
+	ln, err := net.Listen("tcp", net.JoinHostPort(m.Config.HTTPHost, strconv.Itoa(m.Config.HTTPPort)))
 	if err != nil {
-		return err
-	}
-	total := cfg.TotalShards
-	if total == 0 {
-		total = bot.Shards
-		if total < 1 {
-			total = 1
-		}
-	}
-	// With Consul and no POOL_ID the pool is claimed later; pool 0 is the
-	// largest, so its size is what the identify budget must cover.
-	useConsul := cfg.ConsulHTTPAddr != ""
-	claim := useConsul && !cfg.PoolIDSet
-	pools := (total + cfg.ShardsPerPool - 1) / cfg.ShardsPerPool
-	poolID := cfg.PoolID
-	if claim {
-		poolID = 0
-	}
-	first := poolID * cfg.ShardsPerPool
-	if first >= total {
-		return fmt.Errorf("invalid POOL_ID: pool %d has no shards (TOTAL_SHARDS=%d, SHARDS_PER_POOL=%d: pools 0..%d)",
-			cfg.PoolID, total, cfg.ShardsPerPool, (total-1)/cfg.ShardsPerPool)
-	}
-	count := min(cfg.ShardsPerPool, total-first)
-	limit := bot.StartLimit
-	if limit.Remaining < count {
-		return fmt.Errorf("session start limit too low: %d identifies remaining (of %d, resets in %s) but this pool must identify %d shards; running out resets the bot token, so refusing to start",
-			limit.Remaining, limit.Total, limit.ResetAfter.Duration().Round(time.Second), count)
-	}
-	maxConcurrency := max(limit.MaxConcurrency, 1)
-	instanceID := newInstanceID(cfg.ServiceName)
-	if claim {
-		level.Info(logger).Log("msg", "starting", "version", version, "pool_id", "claimed from consul", "pools", pools, "shards_per_pool", cfg.ShardsPerPool,
-			"total_shards", total, "max_concurrency", maxConcurrency, "session_starts_remaining", limit.Remaining,
-			"nats", cfg.NATSURL != "", "compression", cfg.Compression, "consul", true, "instance_id", instanceID)
-	} else {
-		level.Info(logger).Log("msg", "starting", "version", version, "pool_id", cfg.PoolID, "first_shard", first, "shards", count,
-			"total_shards", total, "max_concurrency", maxConcurrency, "session_starts_remaining", limit.Remaining,
-			"nats", cfg.NATSURL != "", "compression", cfg.Compression, "consul", useConsul)
-	}
-	if cfg.DrainToken == "" && !transport.IsLoopback(cfg.HTTPHost) {
-		level.Warn(logger).Log("msg", "DRAIN_TOKEN is unset and the HTTP server is not bound to loopback: anyone who reaches it can drain the pool")
-	}
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	shardMetrics := shard.NewMetrics(reg)
-	shardMetrics.SessionStarts.Set(float64(limit.Remaining))
-	go refreshSessionStarts(ctx, cfg, shardMetrics.SessionStarts, logger)
-	routeMetrics := publish.NewRouteMetrics(reg)
-
-	// The publish path, innermost first.
-	var (
-		pub     publish.Publisher
-		broker  service.Broker
-		breaker *publish.Breaker
-		closers []func()
-	)
-	if cfg.NATSURL == "" {
-		level.Info(logger).Log("msg", "NATS_URL unset: local mode, events are logged at debug level and counted, not published")
-		pub = publish.Local(logger)
-		pub = publish.Instrumenting(routeMetrics)(pub)
-	} else {
-		natsName := "discord-gateway-pool-" + strconv.Itoa(cfg.PoolID)
-		if claim {
-			natsName = instanceID
-		}
-		nb, err := m.connectNATS(ctx, cfg, natsName, logger, reg)
-		if err != nil {
-			return err
-		}
-		closers = append(closers, nb.close)
-		broker = nb
-		breaker = publish.NewBreaker(publish.BreakerConfig{}, publish.NewBreakerMetrics(reg), logger)
-		pub = nb.publisher
-		pub = publish.Oversize(nb.publisher.MaxPayload, publish.NewOversizeCounter(reg), logger)(pub)
-		pub = publish.Instrumenting(routeMetrics)(pub)
-		pub = publish.CircuitBreaker(breaker)(pub)
-		pub = publish.Logging(logger, 5*time.Second)(pub)
-	}
-	buffer := publish.NewBuffer(pub, publish.BufferConfig{
-		MaxEvents: cfg.BufferMaxEvents,
-		MaxBytes:  cfg.BufferMaxBytes,
-		Metrics:   publish.NewBufferMetrics(reg),
-	})
-
-	var breakerState func() service.BreakerState
-	if breaker != nil {
-		breakerState = func() service.BreakerState { return breaker.State() }
-	}
-	cleanup := func() {
-		buffer.Close()
-		for _, c := range closers {
-			c()
-		}
-	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.HTTPHost, strconv.Itoa(cfg.HTTPPort)))
-	if err != nil {
-		cleanup()
 		return fmt.Errorf("invalid HTTP_PORT: cannot listen: %w", err)
 	}
+	m.listener = ln
+	m.mu.Lock()
+	m.httpAddr = ln.Addr().String()
+	m.mu.Unlock()
+	return nil
+}
 
-	// With Consul, part of the drain budget goes to the hand-off, the
-	// session and the deregistration.
-	poolDrain := drainBudget(cfg.DrainTimeout)
-	var (
-		consul        *discovery.Consul
-		consulTimeout time.Duration
-	)
-	discoveryMetrics := discovery.NewMetrics(nil)
-	if useConsul {
-		consulTimeout = min(max(poolDrain/12, 250*time.Millisecond), 2*time.Second)
-		poolDrain = max(poolDrain-3*consulTimeout, poolDrain/2)
-		discoveryMetrics = discovery.NewMetrics(reg)
-		consul, err = discovery.NewConsul(discovery.ConsulConfig{
-			Address: cfg.ConsulHTTPAddr, Token: cfg.ConsulHTTPToken,
-			ServiceName: cfg.ServiceName, InstanceID: instanceID,
-			ServiceAddress: advertiseAddress(cfg), ServicePort: ln.Addr().(*net.TCPAddr).Port,
-			Version: version, KVPrefix: cfg.KVPrefix,
-			SessionTTL: cfg.SessionTTL, LockDelay: cfg.LockDelay,
-			CheckInterval: cfg.CheckInterval, DeregisterAfter: cfg.DeregisterAfter,
-			Metrics: discoveryMetrics, Logger: logger,
-		})
-		if err != nil {
-			ln.Close()
-			cleanup()
-			return fmt.Errorf("invalid CONSUL_HTTP_ADDR: %w", err)
-		}
+// core is what the HTTP service wraps and what the shutdown drains: the
+// fleet member with Consul, else the static pool.
+func (m *Main) core() service.Service {
+	if m.member != nil {
+		return m.member
 	}
+	return m.pool
+}
 
-	// newPool builds pool id; a shard with a hand-off record RESUMEs it.
-	// Each pool gets its own identify limiter: its shards are the ones the
-	// limiter expects, in order.
-	var member *discovery.Member
-	newPool := func(id int, resume map[int]*shard.Handoff) *service.Pool {
-		first := id * cfg.ShardsPerPool
-		count := min(cfg.ShardsPerPool, total-first)
-		var identify interface {
-			shard.IdentifyLimiter
-			Expect(shardIDs ...int)
-		}
-		if consul != nil {
-			identify = consul.NewIdentifyLimiter(member, maxConcurrency, cfg.IdentifyWindow)
-		} else {
-			identify = shard.NewBucketLimiter(maxConcurrency, cfg.IdentifyWindow)
-		}
-		for sid := first; sid < first+count; sid++ {
-			if resume[sid] == nil { // a resuming shard never asks to identify
-				identify.Expect(sid)
-			}
-		}
-		return service.NewPool(service.PoolConfig{
-			PoolID: id, FirstShard: first, Count: count, TotalShards: total,
-			NewShard: func(sid int) *shard.Shard {
-				return shard.New(shard.Config{
-					ID: sid, Total: total, Token: cfg.DiscordToken, GatewayURL: bot.URL,
-					Compression: cfg.Compression,
-					Backoff:     shard.Backoff{Base: cfg.BackoffBase, Max: cfg.BackoffMax},
-					Identify:    identify,
-					Publisher:   buffer,
-					Metrics:     shardMetrics,
-					Logger:      logger,
-					Resume:      resume[sid],
-				})
-			},
-			Publish:      buffer,
-			Broker:       broker,
-			Breaker:      breakerState,
-			Logger:       logger,
-			DrainTimeout: poolDrain,
-		})
-	}
-	var (
-		pool    *service.Pool
-		drainer interface {
-			Drain(context.Context) (service.DrainResult, error)
-		}
-		svc     service.Service
-		current func() *service.Pool
-	)
-	if consul != nil {
-		fixed := -1
-		if !claim {
-			fixed = cfg.PoolID
-		}
-		member = discovery.NewMember(discovery.MemberConfig{
-			InstanceID: instanceID, FixedPool: fixed, Pools: pools, ShardsPerPool: cfg.ShardsPerPool, TotalShards: total,
-			NewPool: newPool, Registry: consul, Coordinator: consul,
-			HandoffMaxAge: cfg.HandoffMaxAge, ConsulTimeout: consulTimeout,
-			Publish: buffer, Broker: broker, Breaker: breakerState,
-			Metrics: discoveryMetrics, Logger: logger,
-		})
-		svc, drainer, current = member, member, member.Pool
-	} else {
-		pool = newPool(cfg.PoolID, nil)
-		svc, drainer, current = pool, pool, func() *service.Pool { return pool }
-	}
-	reg.MustRegister(
-		poolGauge{desc: prometheus.NewDesc("gateway_shards_ready", "Shards of the pool whose session is READY.", []string{"pool_id"}, nil), pool: current},
+// openHTTPServer registers the gauges that read the pool and NATS, and
+// builds the HTTP server over the service and its middlewares.
+func (m *Main) openHTTPServer() {
+	broker := m.broker()
+	m.reg.MustRegister(
+		poolGauge{desc: prometheus.NewDesc("gateway_shards_ready", "Shards of the pool whose session is READY.", []string{"pool_id"}, nil), pool: m.currentPool},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "gateway_nats_connected", Help: "1 when connected to NATS, else 0 (always 0 in local mode).",
 		}, func() float64 {
@@ -354,45 +248,46 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		}),
 	)
 
-	svc = service.LoggingMiddleware(logger)(svc)
-	svc = service.InstrumentingMiddleware(service.NewServiceMetrics(reg))(svc)
+	svc := m.core()
+	svc = service.LoggingMiddleware(m.logger)(svc)
+	svc = service.InstrumentingMiddleware(service.NewServiceMetrics(m.reg))(svc)
 	endpoints := endpoint.New(svc)
-	handler := transport.NewHTTPHandler(endpoints, transport.Options{DrainToken: cfg.DrainToken, Gatherer: reg, Logger: logger})
-	srv := &http.Server{
+	handler := transport.NewHTTPHandler(endpoints, transport.Options{DrainToken: m.Config.DrainToken, Gatherer: m.reg, Logger: m.logger})
+	m.server = &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      cfg.DrainTimeout + 10*time.Second, // a POST /drain answers after the drain
+		WriteTimeout:      m.Config.DrainTimeout + 10*time.Second, // a POST /drain answers after the drain
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    16 << 10,
 	}
-	m.mu.Lock()
-	m.httpAddr = ln.Addr().String()
-	m.pool = pool
-	m.member = member
-	m.mu.Unlock()
+}
+
+// serve runs the HTTP server, the pool (or the fleet member) and the
+// shutdown as a run group until ctx ends or an actor fails.
+func (m *Main) serve(ctx context.Context) error {
 	close(m.started)
-	level.Info(logger).Log("msg", "http listening", "addr", ln.Addr().String())
+	level.Info(m.logger).Log("msg", "http listening", "addr", m.listener.Addr().String())
 
 	var g run.Group
 	{
 		g.Add(func() error {
-			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			if err := m.server.Serve(m.listener); !errors.Is(err, http.ErrServerClosed) {
 				return err
 			}
 			return nil
 		}, func(error) {
 			sctx, c := context.WithTimeout(context.Background(), 2*time.Second)
 			defer c()
-			srv.Shutdown(sctx)
+			m.server.Shutdown(sctx)
 		})
 	}
-	if member != nil {
+	if m.member != nil {
 		memberCtx, stopMember := context.WithCancel(context.Background())
-		g.Add(func() error { return member.Run(memberCtx) }, func(error) { stopMember() })
+		g.Add(func() error { return m.member.Run(memberCtx) }, func(error) { stopMember() })
 	} else {
 		poolCtx, stopPool := context.WithCancel(context.Background())
-		g.Add(func() error { return pool.Run(poolCtx) }, func(error) { stopPool() })
+		g.Add(func() error { return m.pool.Run(poolCtx) }, func(error) { stopPool() })
 	}
 	{
 		// The shutdown actor: a signal (ctx) drains the pool while the HTTP
@@ -401,25 +296,27 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		g.Add(func() error {
 			select {
 			case <-ctx.Done():
-				if member != nil && m.crashing.Load() {
-					level.Warn(logger).Log("msg", "stopping abruptly: no drain, no hand-off, consul session left to expire")
-					member.Abandon()
-					return nil
-				}
-				level.Info(logger).Log("msg", "shutting down: draining the pool")
-				if _, err := drainer.Drain(context.Background()); err != nil && !errors.Is(err, service.ErrNotRunning) {
-					level.Error(logger).Log("msg", "drain failed", "err", err)
-				}
+				m.shutdown()
 				return nil
 			case <-quit:
 				return nil
 			}
 		}, func(error) { close(quit) })
 	}
-	err = g.Run()
-	cleanup()
-	level.Info(logger).Log("msg", "exit", "err", err)
-	return err
+	return g.Run()
+}
+
+// shutdown drains the pool, or, when crashing, leaves it as a crash would.
+func (m *Main) shutdown() {
+	if m.member != nil && m.crashing.Load() {
+		level.Warn(m.logger).Log("msg", "stopping abruptly: no drain, no hand-off, consul session left to expire")
+		m.member.Abandon()
+		return
+	}
+	level.Info(m.logger).Log("msg", "shutting down: draining the pool")
+	if _, err := m.core().Drain(context.Background()); err != nil && !errors.Is(err, service.ErrNotRunning) {
+		level.Error(m.logger).Log("msg", "drain failed", "err", err)
+	}
 }
 
 // poolGauge is gateway_shards_ready, labelled with the id of the pool the
@@ -436,131 +333,4 @@ func (g poolGauge) Collect(ch chan<- prometheus.Metric) {
 		r := p.Readiness(context.Background())
 		ch <- prometheus.MustNewConstMetric(g.desc, prometheus.GaugeValue, float64(r.ShardsReady), strconv.Itoa(r.PoolID))
 	}
-}
-
-// newInstanceID names this process in Consul: unique, readable.
-func newInstanceID(service string) string {
-	host, err := os.Hostname()
-	if err != nil || host == "" {
-		host = "host"
-	}
-	var b [4]byte
-	rand.Read(b[:])
-	return service + "-" + host + "-" + hex.EncodeToString(b[:])
-}
-
-// advertiseAddress is SERVICE_ADDRESS, else what discovery.AdvertiseAddress
-// finds for HTTP_HOST.
-func advertiseAddress(cfg Config) string {
-	if cfg.ServiceAddress != "" {
-		return cfg.ServiceAddress
-	}
-	return discovery.AdvertiseAddress(cfg.HTTPHost, cfg.ConsulHTTPAddr)
-}
-
-// refreshSessionStarts re-reads session_start_limit now and then: other
-// pools of the bot spend the same budget.
-func refreshSessionStarts(ctx context.Context, cfg Config, g prometheus.Gauge, logger log.Logger) {
-	t := time.NewTicker(10 * time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		bot, err := shard.FetchGatewayBot(ctx, cfg.DiscordAPIURL, cfg.DiscordToken)
-		if err != nil {
-			level.Warn(logger).Log("msg", "cannot refresh the session start limit", "err", err)
-			continue
-		}
-		g.Set(float64(bot.StartLimit.Remaining))
-	}
-}
-
-// drainBudget leaves part of DRAIN_TIMEOUT for closing HTTP and NATS, so the
-// process exits within DRAIN_TIMEOUT.
-func drainBudget(d time.Duration) time.Duration {
-	margin := min(d/10, 3*time.Second)
-	return d - margin
-}
-
-// natsBroker owns the NATS connection and the JetStream publisher.
-type natsBroker struct {
-	nc        *nats.Conn
-	publisher *jspub.Publisher
-	stop      context.CancelFunc
-}
-
-func (b *natsBroker) Connected() bool { return b.nc.IsConnected() }
-
-func (b *natsBroker) close() {
-	b.stop()
-	b.publisher.Close()
-	b.nc.Close()
-}
-
-// connectNATS connects (retrying in the background if NATS is down at
-// startup) and ensures the streams, again after every reconnect: a lone
-// server with memory storage comes back without them.
-func (m *Main) connectNATS(ctx context.Context, cfg Config, name string, logger log.Logger, reg prometheus.Registerer) (*natsBroker, error) {
-	ensure := make(chan struct{}, 1)
-	kick := func(connected bool) {
-		if connected {
-			select {
-			case ensure <- struct{}{}:
-			default:
-			}
-		}
-	}
-	auth, err := cfg.NATSAuth.Options()
-	if err != nil {
-		return nil, fmt.Errorf("invalid %w", err)
-	}
-	nc, err := jspub.Connect(cfg.NATSURL, name, logger, kick, auth...)
-	if err != nil {
-		return nil, fmt.Errorf("invalid NATS_URL: %w", err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("jetstream: %w", err)
-	}
-	storage := jetstream.MemoryStorage
-	if cfg.StreamStorage == "file" {
-		storage = jetstream.FileStorage
-	}
-	streams := jspub.StreamConfig{Storage: storage, Replicas: cfg.StreamReplicas}
-	ectx, stop := context.WithCancel(context.Background())
-	kick(nc.IsConnected())
-	go func() {
-		for {
-			select {
-			case <-ectx.Done():
-				return
-			case <-ensure:
-			}
-			for delay := 500 * time.Millisecond; ; delay = min(delay*2, 30*time.Second) {
-				cctx, c := context.WithTimeout(ectx, 10*time.Second)
-				err := jspub.EnsureStreams(cctx, js, streams, logger)
-				c()
-				if err == nil || ectx.Err() != nil {
-					break
-				}
-				level.Warn(logger).Log("msg", "cannot ensure JetStream streams yet; retrying", "err", err, "in", delay)
-				select {
-				case <-ectx.Done():
-					return
-				case <-time.After(delay):
-				}
-			}
-		}
-	}()
-	pub, err := jspub.NewPublisher(nc, logger)
-	if err != nil {
-		stop()
-		nc.Close()
-		return nil, err
-	}
-	return &natsBroker{nc: nc, publisher: pub, stop: stop}, nil
 }
