@@ -3,10 +3,13 @@ package shard
 import (
 	"bytes"
 	"compress/zlib"
+	"errors"
 	"fmt"
+	"io"
 	"math/rand"
 	"testing"
 
+	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -27,63 +30,6 @@ func zlibStream(t testing.TB, msgs [][]byte) [][]byte {
 		buf.Reset()
 	}
 	return frames
-}
-
-func TestInflaterDecodesEveryMessageOfOneStream(t *testing.T) {
-	rng := rand.New(rand.NewSource(1))
-	var msgs [][]byte
-	for i := 0; i < 300; i++ {
-		// Repetitive content so later messages back-reference earlier ones,
-		// and some messages larger than the 32 KiB window.
-		n := rng.Intn(2000)
-		if i%50 == 7 {
-			n = 70000
-		}
-		var b bytes.Buffer
-		fmt.Fprintf(&b, `{"op":0,"s":%d,"t":"GUILD_MEMBER_ADD","d":{"guild_id":"%d","pad":"`, i, rng.Int63())
-		for b.Len() < n {
-			fmt.Fprintf(&b, "user%d-", rng.Intn(40))
-		}
-		b.WriteString(`"}}`)
-		msgs = append(msgs, b.Bytes())
-	}
-	z := newInflater(1 << 20)
-	for i, f := range zlibStream(t, msgs) {
-		got, err := z.Inflate(f)
-		if err != nil {
-			t.Fatalf("message %d: %v", i, err)
-		}
-		if !bytes.Equal(got, msgs[i]) {
-			t.Fatalf("message %d: got %d bytes, want %d", i, len(got), len(msgs[i]))
-		}
-	}
-}
-
-func TestInflaterRejectsBadInput(t *testing.T) {
-	frames := zlibStream(t, [][]byte{[]byte(`{"op":10}`), []byte(`{"op":11}`)})
-	cases := map[string][]byte{
-		"no sync flush suffix": frames[0][:len(frames[0])-1],
-		"no zlib header":       frames[1],
-		"garbage":              append([]byte{0x78, 0x9c, 0xff, 0xff, 0xff}, zlibSuffix...),
-	}
-	for name, f := range cases {
-		t.Run(name, func(t *testing.T) {
-			if _, err := newInflater(1 << 20).Inflate(f); err == nil {
-				t.Fatal("want an error")
-			}
-		})
-	}
-}
-
-func TestInflaterEnforcesSizeLimit(t *testing.T) {
-	big := bytes.Repeat([]byte("a"), 1<<20)
-	frames := zlibStream(t, [][]byte{big})
-	if len(frames[0]) > 4096 {
-		t.Fatalf("test frame should be small (a zip bomb), is %d", len(frames[0]))
-	}
-	if _, err := newInflater(64 << 10).Inflate(frames[0]); err != ErrTooLarge {
-		t.Fatalf("got %v, want ErrTooLarge", err)
-	}
 }
 
 // zstdStream compresses msgs as Discord's zstd-stream does: one zstd frame
@@ -108,38 +54,17 @@ func zstdStream(t testing.TB, msgs [][]byte) [][]byte {
 	return frames
 }
 
-func TestZstdInflaterDecodesEveryMessageOfOneStream(t *testing.T) {
-	msgs := sampleMessages(300)
-	z := newZstdInflater(1 << 20)
-	defer z.Close()
-	for i, f := range zstdStream(t, msgs) {
-		got, err := z.Inflate(f)
-		if err != nil {
-			t.Fatalf("message %d: %v", i, err)
-		}
-		if !bytes.Equal(got, msgs[i]) {
-			t.Fatalf("message %d: got %d bytes, want %d", i, len(got), len(msgs[i]))
-		}
-	}
+func TestZlibStreamDecodesEveryPayload(t *testing.T) {
+	payloads := sampleMessages(300) // later ones refer back to earlier ones; some exceed the window
+	r := newPayloadReader(&fakeSource{msgs: encodeStream(t, CompressionZlibStream, payloads)}, CompressionZlibStream, DefaultLimits, nil)
+	wantPayloads(t, r, payloads...)
 }
 
-func TestZstdInflaterReportsGarbageAndStaysResponsive(t *testing.T) {
-	z := newZstdInflater(1 << 20)
-	defer z.Close()
-	for i := 0; i < 3; i++ {
-		if _, err := z.Inflate([]byte("definitely not zstd")); err == nil {
-			t.Fatalf("call %d: want an error", i)
-		}
-	}
-}
-
-func TestZstdInflaterEnforcesSizeLimit(t *testing.T) {
-	frames := zstdStream(t, [][]byte{bytes.Repeat([]byte("a"), 4<<20)})
-	z := newZstdInflater(64 << 10)
-	defer z.Close()
-	if _, err := z.Inflate(frames[0]); err == nil {
-		t.Fatal("a 4 MiB message passed a 64 KiB limit")
-	}
+func TestZstdStreamDecodesEveryPayload(t *testing.T) {
+	payloads := sampleMessages(300)
+	r := newPayloadReader(&fakeSource{msgs: encodeStream(t, CompressionZstdStream, payloads)}, CompressionZstdStream, DefaultLimits, nil)
+	defer r.Close()
+	wantPayloads(t, r, payloads...)
 }
 
 func sampleMessages(n int) [][]byte {
@@ -161,29 +86,170 @@ func sampleMessages(n int) [][]byte {
 	return msgs
 }
 
-func BenchmarkInflateZlibStream(b *testing.B) {
+// benchPayloads are small payloads, the hot path: one websocket message each.
+func benchPayloads() [][]byte {
 	msgs := sampleMessages(64)
 	for i := range msgs {
 		if len(msgs[i]) > 4096 {
-			msgs[i] = msgs[i][:0]
-			msgs[i] = append(msgs[i], `{"op":11}`...)
+			msgs[i] = append(msgs[i][:0], `{"op":11}`...)
 		}
 	}
-	frames := zlibStream(b, msgs)
+	return msgs
+}
+
+func averageSize(msgs [][]byte) int64 {
 	var total int
 	for _, m := range msgs {
 		total += len(m)
 	}
-	b.SetBytes(int64(total / len(msgs)))
+	return int64(total / len(msgs))
+}
+
+// BenchmarkInflateZlibStream is the baseline: the old readLoop's inflater,
+// fed frames already in memory.
+func BenchmarkInflateZlibStream(b *testing.B) {
+	msgs := benchPayloads()
+	frames := zlibStream(b, msgs)
+	b.SetBytes(averageSize(msgs))
 	b.ReportAllocs()
-	z := newInflater(1 << 20)
+	z := newBaselineInflater(1 << 20)
 	for i := 0; i < b.N; i++ {
 		k := i % len(frames)
 		if k == 0 {
-			z = newInflater(1 << 20)
+			z = newBaselineInflater(1 << 20)
 		}
 		if _, err := z.Inflate(frames[k]); err != nil {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkInflateZlibStreamWithRead is the baseline with the read the old
+// readLoop did before inflating: a copy of each message out of the socket.
+func BenchmarkInflateZlibStreamWithRead(b *testing.B) {
+	msgs := benchPayloads()
+	src := &fakeSource{msgs: binaryMessages(zlibStream(b, msgs)...)}
+	b.SetBytes(averageSize(msgs))
+	b.ReportAllocs()
+	var (
+		z   *baselineInflater
+		buf []byte
+	)
+	for i := 0; i < b.N; i++ {
+		if i%len(msgs) == 0 {
+			z, src.next = newBaselineInflater(1<<20), 0
+		}
+		_, m, err := src.NextReader()
+		if err == nil {
+			buf, _, err = readUpTo(m, buf[:0], 0)
+		}
+		if err == nil {
+			_, err = z.Inflate(buf)
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkPayloadReaderZlibStream is the same work through payloadReader:
+// read, limits, wire-byte count and inflate.
+func BenchmarkPayloadReaderZlibStream(b *testing.B) {
+	benchPayloadReader(b, CompressionZlibStream, zlibStream)
+}
+
+func BenchmarkPayloadReaderZstdStream(b *testing.B) {
+	benchPayloadReader(b, CompressionZstdStream, zstdStream)
+}
+
+func benchPayloadReader(b *testing.B, compression string, encode func(testing.TB, [][]byte) [][]byte) {
+	msgs := benchPayloads()
+	src := &fakeSource{msgs: binaryMessages(encode(b, msgs)...)}
+	var wire int
+	b.SetBytes(averageSize(msgs))
+	b.ReportAllocs()
+	var r *payloadReader
+	for i := 0; i < b.N; i++ {
+		if i%len(msgs) == 0 {
+			if r != nil {
+				r.Close()
+			}
+			src.next = 0
+			r = newPayloadReader(src, compression, DefaultLimits, func(n int) { wire += n })
+		}
+		if _, err := r.Next(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	r.Close()
+}
+
+// baselineInflater is the zlib-stream decoder of the old Conn.readLoop (as of
+// commit 802a4da), kept as the benchmarks' baseline: one websocket message per
+// payload, and any error breaks the stream.
+type baselineInflater struct {
+	fr      io.ReadCloser
+	src     bytes.Reader
+	window  []byte // last 32 KiB of output
+	out     []byte
+	started bool
+	max     int
+}
+
+func newBaselineInflater(maxSize int) *baselineInflater {
+	return &baselineInflater{max: maxSize, window: make([]byte, 0, windowSize)}
+}
+
+func (z *baselineInflater) Inflate(frame []byte) ([]byte, error) {
+	if !bytes.HasSuffix(frame, zlibSuffix) {
+		return nil, errors.New("zlib-stream frame does not end with a sync flush")
+	}
+	if !z.started {
+		if len(frame) < 2 || frame[0]&0x0f != 8 || (uint16(frame[0])<<8|uint16(frame[1]))%31 != 0 {
+			return nil, errors.New("zlib-stream does not start with a zlib header")
+		}
+		frame = frame[2:]
+		z.started = true
+	}
+	z.src.Reset(frame)
+	if z.fr == nil {
+		z.fr = flate.NewReaderDict(&z.src, z.window)
+	} else if err := z.fr.(flate.Resetter).Reset(&z.src, z.window); err != nil {
+		return nil, err
+	}
+	z.out = z.out[:0]
+	for {
+		if len(z.out) == cap(z.out) {
+			z.out = append(z.out, 0)[:len(z.out)]
+		}
+		n, err := z.fr.Read(z.out[len(z.out):cap(z.out)])
+		z.out = z.out[:len(z.out)+n]
+		if z.max > 0 && len(z.out) > z.max {
+			return nil, ErrTooLarge
+		}
+		if err == nil {
+			continue
+		}
+		// The reader runs off the end of the message looking for the next
+		// block header; that is the message boundary, provided every input
+		// byte was consumed.
+		if (err == io.ErrUnexpectedEOF || err == io.EOF) && z.src.Len() == 0 {
+			break
+		}
+		return nil, fmt.Errorf("inflate zlib-stream: %w", err)
+	}
+	z.keepWindow(z.out)
+	return z.out, nil
+}
+
+func (z *baselineInflater) keepWindow(out []byte) {
+	if len(out) >= windowSize {
+		z.window = append(z.window[:0], out[len(out)-windowSize:]...)
+		return
+	}
+	if over := len(z.window) + len(out) - windowSize; over > 0 {
+		n := copy(z.window, z.window[over:])
+		z.window = z.window[:n]
+	}
+	z.window = append(z.window, out...)
 }
