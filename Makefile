@@ -53,6 +53,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzInflateZlibStream$$' -fuzztime $(FUZZTIME) ./service/shard
 	$(GO) test -run '^$$' -fuzz '^FuzzInflateZstdStream$$' -fuzztime $(FUZZTIME) ./service/shard
 	$(GO) test -run '^$$' -fuzz '^FuzzBuild$$' -fuzztime $(FUZZTIME) ./service/event
+	$(GO) test -run '^$$' -fuzz '^FuzzScanner$$' -fuzztime $(FUZZTIME) ./service/event/jsonscan
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./cmd/gateway
 
 tools:

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/shardpool/gateway/service/event/jsonscan"
 )
 
 // idNamespace is the UUIDv5 namespace of event IDs. It must never change:
@@ -68,7 +70,7 @@ func Build(shardID int, sessionID string, seq int64, t string, d []byte, receive
 	if t == dispatchGuildDelete && r.unavailable {
 		return nil, false, nil
 	}
-	guild, channel, user := r.guild(t), r.channelID.span, r.user()
+	guild, channel, user := r.guild(t), r.channelID.Value, r.user()
 
 	eventID := ID(shardID, sessionID, seq)
 	// One allocation of the exact size: the constant parts, then the
@@ -87,11 +89,11 @@ func Build(shardID int, sessionID string, seq int64, t string, d []byte, receive
 	b = append(b, `,"timestamp":`...)
 	b = strconv.AppendInt(b, receivedAt.UnixMilli(), 10)
 	b = append(b, `,"guild_id":`...)
-	b = appendSpan(b, d, guild)
+	b = appendID(b, d, guild)
 	b = append(b, `,"channel_id":`...)
-	b = appendSpan(b, d, channel)
+	b = appendID(b, d, channel)
 	b = append(b, `,"user_id":`...)
-	b = appendSpan(b, d, user)
+	b = appendID(b, d, user)
 	b = append(b, `,"data":`...)
 	b = append(b, d...)
 	b = append(b, '}')
@@ -102,26 +104,25 @@ func Build(shardID int, sessionID string, seq int64, t string, d []byte, receive
 		Subject:    subject,
 		ShardID:    shardID,
 		Seq:        seq,
-		GuildID:    guild.decode(d),
+		GuildID:    text(d, guild),
 		ReceivedAt: receivedAt,
 		Body:       b,
 	}, true, nil
 }
 
-// jsonLen is the length of s encoded in the body: quoted, or null.
-func jsonLen(s span) int {
-	if !s.present {
+// jsonLen is the length of the ID v encoded in the body: quoted, or null.
+func jsonLen(v jsonscan.Value) int {
+	if v.Kind != jsonscan.String {
 		return len("null")
 	}
-	return s.end - s.start + 2
+	return v.End - v.Start
 }
 
-// appendSpan appends the JSON string s of d, quoted, or null if absent.
-func appendSpan(b, d []byte, s span) []byte {
-	if !s.present {
+// appendID appends the ID v of d as it is in d (a JSON string, quoted), or
+// null if there is none.
+func appendID(b, d []byte, v jsonscan.Value) []byte {
+	if v.Kind != jsonscan.String {
 		return append(b, "null"...)
 	}
-	b = append(b, '"')
-	b = append(b, d[s.start:s.end]...)
-	return append(b, '"')
+	return append(b, v.Bytes(d)...)
 }

@@ -1,6 +1,7 @@
 package event
 
 import (
+	"strings"
 	"testing"
 )
 
@@ -21,6 +22,10 @@ func FuzzBuild(f *testing.F) {
 		{"GUILD_MEMBER_ADD", `{"guild_id":1}`},
 		{"GUILD_MEMBER_ADD", "{\"a\":\"\xff\"}"},
 		{"MESSAGE_CREATE", `{}`},
+		{"GUILD_MEMBER_ADD", `{"guild_id":"\u0031\ud83d\ude00","user":{"id":"\"\\\/"},"x":"\ud800\udc00\udc00"}`},
+		{"GUILD_MEMBER_ADD", "{\"guild_id\xff\":\"1\",\"guild_id\":\"\xed\xa0\x80\"}"},
+		{"GUILD_CREATE", `{"id":"caf\u00e9 é 😀","n":[0,-0,1.5,-1e-7,2E+10,0.0e0,123456789012345678901234567890]}`},
+		{"GUILD_CREATE", `{"id":"1","x":` + strings.Repeat(`{"a":[`, 40) + "1" + strings.Repeat("]}", 40) + `}`},
 	}
 	for _, s := range seeds {
 		f.Add(s.t, []byte(s.d))

@@ -1,13 +1,13 @@
 package shard
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 
 	"github.com/diamondburned/arikawa/v3/utils/ws"
+
+	"github.com/shardpool/gateway/service/event/jsonscan"
 )
 
 // envelope is a gateway payload {op, s, t, d} with d located, not decoded.
@@ -20,81 +20,118 @@ type envelope struct {
 
 var errEnvelope = errors.New("malformed gateway payload")
 
-// parseEnvelope reads the top level of a gateway message: op, s and t are
-// decoded, d is only delimited. This is the hot path's only pass over the
-// whole frame; d itself is validated later, and only when it is published
-// (event.Build) or needed (READY, GUILD_*).
+// parseEnvelope reads a gateway message: op, s and t are decoded, d is
+// located. It is the hot path's only pass over the whole frame, and a strict
+// one: every byte is checked against the JSON grammar, so a payload it
+// accepts is one encoding/json accepts too, d included.
+//
+// The payload is read as encoding/json reads it into a map: keys match
+// exactly after unescaping, the last of repeated keys wins, unknown keys
+// are skipped. op must be an integer, s an integer or null, t a string or
+// null; d may be any value, or absent.
 func parseEnvelope(msg []byte) (envelope, error) {
 	var env envelope
-	p := envParser{b: msg}
-	p.ws()
-	if !p.eat('{') {
-		return env, p.fail("not a JSON object")
+	var top topLevel
+	s := jsonscan.New(msg, jsonscan.MaxDepth)
+	if err := top.scan(&s, false); err != nil {
+		return env, fmt.Errorf("%w: %w", errEnvelope, err)
 	}
-	p.ws()
-	if p.eat('}') {
-		return env, p.fail("empty payload")
+	if err := s.End(); err != nil {
+		return env, fmt.Errorf("%w: %w", errEnvelope, err)
 	}
-	sawOp := false
-	for {
-		p.ws()
-		key, err := p.key()
-		if err != nil {
-			return env, err
-		}
-		p.ws()
-		if !p.eat(':') {
-			return env, p.fail("missing ':'")
-		}
-		p.ws()
-		start := p.i
-		if err := p.skipValue(0); err != nil {
-			return env, err
-		}
-		val := msg[start:p.i]
-		switch string(key) {
-		case "op":
-			n, err := strconv.Atoi(string(val))
-			if err != nil {
-				return env, p.fail("op is not an integer")
-			}
-			env.Op, sawOp = ws.OpCode(n), true
-		case "s":
-			if string(val) != "null" {
-				n, err := strconv.ParseInt(string(val), 10, 64)
-				if err != nil {
-					return env, p.fail("s is not an integer")
-				}
-				env.S = n
-			}
-		case "t":
-			if string(val) != "null" {
-				t, err := eventType(val)
-				if err != nil {
-					return env, p.fail("t is not a string")
-				}
-				env.T = t
-			}
-		case "d":
-			env.D = val
-		}
-		p.ws()
-		if p.eat(',') {
-			continue
-		}
-		if p.eat('}') {
-			break
-		}
-		return env, p.fail("expected ',' or '}'")
+	if top.op.Kind == jsonscan.None {
+		return env, fmt.Errorf("%w: no op", errEnvelope)
 	}
-	p.ws()
-	if p.i != len(msg) {
-		return env, p.fail("trailing data")
+	op, ok := top.op.Int(msg, strconv.IntSize)
+	if !ok {
+		return env, fmt.Errorf("%w: op is not an integer", errEnvelope)
 	}
-	if !sawOp {
-		return env, p.fail("no op")
+	env.Op = ws.OpCode(op)
+	switch top.s.Kind {
+	case jsonscan.None, jsonscan.Null:
+	case jsonscan.Number:
+		if env.S, ok = top.s.Int(msg, 64); !ok {
+			return env, fmt.Errorf("%w: s is not an integer", errEnvelope)
+		}
+	default:
+		return env, fmt.Errorf("%w: s is not an integer", errEnvelope)
+	}
+	switch top.t.Kind {
+	case jsonscan.None, jsonscan.Null:
+	case jsonscan.String:
+		env.T = eventType(msg, top.t)
+	default:
+		return env, fmt.Errorf("%w: t is not a string", errEnvelope)
+	}
+	if top.d.Kind != jsonscan.None {
+		env.D = top.d.Bytes(msg)
 	}
 	return env, nil
+}
+
+// topLevel are the envelope's members as located in the payload: the last
+// occurrence of each, Kind None when absent.
+type topLevel struct {
+	op, s, t, d jsonscan.Value
+}
+
+// scan reads the payload's top-level object up to its closing brace, or,
+// for a prefix, until op, s and t are all known. A member is recorded only
+// once the ',' or '}' after it is read, so that a payload cut short (see
+// peekEnvelope) never yields a truncated value.
+func (top *topLevel) scan(s *jsonscan.Scanner, prefix bool) error {
+	more, err := s.Object()
+	for more && err == nil {
+		var key []byte
+		var v jsonscan.Value
+		if key, err = s.Key(); err != nil {
+			return err
+		}
+		if v, err = s.Skip(); err != nil {
+			return err
+		}
+		if more, err = s.Next(); err != nil {
+			return err
+		}
+		switch string(key) {
+		case "op":
+			top.op = v
+		case "s":
+			top.s = v
+		case "t":
+			top.t = v
+		case "d":
+			top.d = v
+		}
+		if prefix && top.op.Kind != jsonscan.None && top.s.Kind != jsonscan.None && top.t.Kind != jsonscan.None {
+			return nil
+		}
+	}
+	return err
+}
+
+// peekEnvelope reads the dispatch type and sequence number from the first
+// bytes of a payload that was too large to keep, so that the frame can be
+// reported and its sequence accounted for. The prefix may end anywhere,
+// typically inside d: the top-level members are read in order until the
+// prefix ends (or stops being JSON), and what was read before counts, the
+// last occurrence of a repeated key winning. A member cut short is not
+// reported. Discord sends t and s before d, so both are usually found.
+//
+// t is "" unless a string t was read, s is 0 unless an integer s was read,
+// and ok reports that both were and that the payload is a dispatch as far
+// as the prefix tells (op 0, or op not read).
+func peekEnvelope(prefix []byte) (t string, s int64, ok bool) {
+	var top topLevel
+	sc := jsonscan.New(prefix, jsonscan.MaxDepth)
+	_ = top.scan(&sc, true) // an error is where the prefix ends: keep what came before
+	if top.t.Kind == jsonscan.String {
+		t = eventType(prefix, top.t)
+	}
+	s, hasS := top.s.Int(prefix, 64)
+	op, isInt := top.op.Int(prefix, strconv.IntSize)
+	dispatch := top.op.Kind == jsonscan.None || isInt && ws.OpCode(op) == opDispatch
+	return t, s, t != "" && hasS && dispatch
 }
 
 // knownTypes interns dispatch type names so the hot path does not allocate
@@ -111,142 +148,12 @@ func init() {
 	}
 }
 
-func eventType(val []byte) (string, error) {
-	if len(val) >= 2 && val[0] == '"' && bytes.IndexByte(val[1:len(val)-1], '\\') < 0 {
-		raw := val[1 : len(val)-1]
-		if t, ok := knownTypes[string(raw)]; ok {
-			return t, nil
-		}
-		return string(raw), nil
-	}
-	var t string
-	err := json.Unmarshal(val, &t)
-	return t, err
-}
-
-type envParser struct {
-	b []byte
-	i int
-}
-
-func (p *envParser) fail(what string) error {
-	return fmt.Errorf("%w: %s at offset %d", errEnvelope, what, p.i)
-}
-
-func (p *envParser) ws() {
-	for p.i < len(p.b) {
-		switch p.b[p.i] {
-		case ' ', '\t', '\n', '\r':
-			p.i++
-		default:
-			return
+// eventType decodes the string t of msg, interned when it is a known type.
+func eventType(msg []byte, t jsonscan.Value) string {
+	if !t.Escaped {
+		if known, ok := knownTypes[string(t.Content(msg))]; ok {
+			return known
 		}
 	}
-}
-
-func (p *envParser) eat(c byte) bool {
-	if p.i < len(p.b) && p.b[p.i] == c {
-		p.i++
-		return true
-	}
-	return false
-}
-
-// key returns a key's raw bytes (escapes are left as they are: gateway keys
-// never need them, and an escaped key simply matches none of ours).
-func (p *envParser) key() ([]byte, error) {
-	if !p.eat('"') {
-		return nil, p.fail("expected a key")
-	}
-	start := p.i
-	if err := p.skipString(); err != nil {
-		return nil, err
-	}
-	return p.b[start : p.i-1], nil
-}
-
-// skipString moves past a string whose opening quote was consumed.
-func (p *envParser) skipString() error {
-	for p.i < len(p.b) {
-		i := bytes.IndexAny(p.b[p.i:], "\"\\")
-		if i < 0 {
-			break
-		}
-		p.i += i
-		if p.b[p.i] == '"' {
-			p.i++
-			return nil
-		}
-		p.i += 2 // an escape: skip the backslash and the escaped byte
-	}
-	p.i = len(p.b)
-	return p.fail("unterminated string")
-}
-
-// maxEnvelopeDepth bounds nesting, so hostile input cannot recurse deeply.
-const maxEnvelopeDepth = 10000
-
-// skipValue moves past one JSON value, checking its structure (brackets,
-// strings) but not the contents of its scalars: d is validated by whoever
-// needs it.
-func (p *envParser) skipValue(depth int) error {
-	if depth > maxEnvelopeDepth {
-		return p.fail("nested too deeply")
-	}
-	if p.i >= len(p.b) {
-		return p.fail("unexpected end")
-	}
-	switch c := p.b[p.i]; c {
-	case '"':
-		p.i++
-		return p.skipString()
-	case '{', '[':
-		closer := byte('}')
-		if c == '[' {
-			closer = ']'
-		}
-		p.i++
-		p.ws()
-		if p.eat(closer) {
-			return nil
-		}
-		for {
-			p.ws()
-			if c == '{' {
-				if _, err := p.key(); err != nil {
-					return err
-				}
-				p.ws()
-				if !p.eat(':') {
-					return p.fail("missing ':'")
-				}
-				p.ws()
-			}
-			if err := p.skipValue(depth + 1); err != nil {
-				return err
-			}
-			p.ws()
-			if p.eat(',') {
-				continue
-			}
-			if p.eat(closer) {
-				return nil
-			}
-			return p.fail("expected ',' or a closing bracket")
-		}
-	default:
-		// A number, true, false or null: up to the next delimiter.
-		start := p.i
-		for p.i < len(p.b) {
-			switch p.b[p.i] {
-			case ',', '}', ']', ' ', '\t', '\n', '\r':
-				if p.i == start {
-					return p.fail("empty value")
-				}
-				return nil
-			}
-			p.i++
-		}
-		return p.fail("unexpected end")
-	}
+	return t.Text(msg)
 }
