@@ -209,39 +209,66 @@ func shortString(d []byte, i int) int {
 	return j + 1
 }
 
-// str consumes the string whose opening quote is at i and reports whether
-// it has escapes. Like encoding/json, it accepts any byte from 0x20 up,
-// invalid UTF-8 included, and rejects control characters.
+// ascii8 reports whether d[i:j], at most eight bytes with eight readable
+// from i, is ASCII, with one load.
+func ascii8(d []byte, i, j int) bool {
+	const highs = 0x8080808080808080
+	return binary.LittleEndian.Uint64(d[i:])&(highs>>(64-8*(j-i))) == 0
+}
+
+// stringFlags say what a string holds besides plain ASCII.
+type stringFlags uint8
+
+const (
+	escapes  stringFlags = 1 << iota // backslash escapes
+	nonASCII                         // bytes from 0x80 up, which may or may not be valid UTF-8
+)
+
+// str consumes the string whose opening quote is at i and reports what it
+// holds. Like encoding/json, it accepts any byte from 0x20 up, invalid
+// UTF-8 included, and rejects control characters.
 //
 // It looks for the bytes that end a run of plain ones ('"', '\\' or a
 // control character) eight at a time, which makes strings, the bulk of
-// gateway JSON, several times cheaper than a byte-at-a-time loop.
-func str(d []byte, i int) (end int, escaped bool, p problem) {
+// gateway JSON, several times cheaper than a byte-at-a-time loop; the high
+// bits of the plain bytes are gathered on the way, so that telling ASCII
+// from the rest costs nothing more.
+func str(d []byte, i int) (end int, f stringFlags, p problem) {
+	const highs = 0x8080808080808080
+	var high uint64 // the plain bytes ORed together, for their high bits
 	i++
 	for {
 		for i+8 <= len(d) {
-			if m := special(binary.LittleEndian.Uint64(d[i:])); m != 0 {
-				i += bits.TrailingZeros64(m) >> 3
+			w := binary.LittleEndian.Uint64(d[i:])
+			if m := special(w); m != 0 {
+				n := bits.TrailingZeros64(m) >> 3
+				high |= w & (highs >> (64 - 8*n)) // the n plain bytes before it
+				i += n
 				break
 			}
+			high |= w
 			i += 8
 		}
 		for i < len(d) && plain[d[i]] { // the last bytes, fewer than eight
+			high |= uint64(d[i])
 			i++
 		}
+		if high&highs != 0 {
+			f |= nonASCII
+		}
 		if i >= len(d) {
-			return i, escaped, endOfData
+			return i, f, endOfData
 		}
 		switch d[i] {
 		case '"':
-			return i + 1, escaped, ok
+			return i + 1, f, ok
 		case '\\':
-			escaped = true
+			f |= escapes
 			if i, p = escape(d, i); p != ok {
-				return i, escaped, p
+				return i, f, p
 			}
 		default:
-			return i, escaped, controlChar
+			return i, f, controlChar
 		}
 	}
 }

@@ -147,13 +147,20 @@ func (s *Scanner) Object() (more bool, err error) {
 func (s *Scanner) Key() ([]byte, error) {
 	d := s.doc
 	start := skipSpace(d, s.pos)
+	if start+10 <= len(d) && d[start] == '"' {
+		// Most names are short and ASCII, and followed by the colon.
+		if end := shortString(d, start); end > 0 && end < len(d) && d[end] == ':' && ascii8(d, start+1, end-1) {
+			s.pos = end + 1
+			return d[start+1 : end-1], nil
+		}
+	}
 	switch {
 	case start >= len(d):
 		return nil, s.problem(start, endOfData)
 	case d[start] != '"':
 		return nil, s.problem(start, wantKey)
 	}
-	end, escaped, p := str(d, start)
+	end, flags, p := str(d, start)
 	if p != ok {
 		return nil, s.problem(end, p)
 	}
@@ -165,9 +172,9 @@ func (s *Scanner) Key() ([]byte, error) {
 		return nil, s.problem(i, wantColon)
 	}
 	s.pos = i + 1
-	name := Value{Start: start, End: end, Kind: String, Escaped: escaped}
-	if content := name.Content(d); !escaped && utf8.Valid(content) {
-		return content, nil
+	name := Value{Start: start, End: end, Kind: String, Escaped: flags&escapes != 0}
+	if flags == 0 || flags == nonASCII && utf8.Valid(name.Content(d)) {
+		return name.Content(d), nil
 	}
 	return []byte(name.Text(d)), nil
 }
@@ -209,7 +216,11 @@ func (s *Scanner) Skip() (Value, error) {
 	switch d[v.Start] {
 	case '"':
 		v.Kind = String
-		v.End, v.Escaped, p = str(d, v.Start)
+		if v.End = shortString(d, v.Start); v.End == 0 {
+			var f stringFlags
+			v.End, f, p = str(d, v.Start)
+			v.Escaped = f&escapes != 0
+		}
 	case '{':
 		v.Kind = Object
 		v.End, p = container(d, v.Start, s.maxDepth-s.depth)

@@ -351,9 +351,32 @@ func TestShortStringEndsWhereStrDoes(t *testing.T) {
 			if len(d) == 0 || d[0] != '"' {
 				continue
 			}
-			end, escaped, p := str(d, 0)
-			if short := shortString(d, 0); short != 0 && (p != ok || escaped || short != end) {
-				t.Errorf("%q: shortString %d; str %d, %v, %v", doc, short, end, escaped, p)
+			end, f, p := str(d, 0)
+			if short := shortString(d, 0); short != 0 && (p != ok || f&escapes != 0 || short != end) {
+				t.Errorf("%q: shortString %d; str %d, %v, %v", doc, short, end, f, p)
+			}
+		}
+	}
+}
+
+// TestStrFlagsSayWhatTheStringHolds checks the escape and non-ASCII flags
+// against the string's bytes, for every length around the eight-byte words
+// and every position of the telling byte.
+func TestStrFlagsSayWhatTheStringHolds(t *testing.T) {
+	for n := range 20 {
+		for pos := range n {
+			for _, c := range []string{"a", "\\", "\\n", "\\u00e9", "é", "\x80", "\xff", "\x7f"} {
+				content := strings.Repeat("a", pos) + c + strings.Repeat("b", n-pos)
+				doc := []byte(`"` + content + `"` + "tail")
+				end, f, p := str(doc, 0)
+				if p != ok || end != len(content)+2 {
+					t.Fatalf("%q: str = %d, %v; want %d", doc, end, p, len(content)+2)
+				}
+				wantEscapes := strings.Contains(content, "\\")
+				wantNonASCII := strings.IndexFunc(content, func(r rune) bool { return r >= 0x80 }) >= 0
+				if f&escapes != 0 != wantEscapes || f&nonASCII != 0 != wantNonASCII {
+					t.Fatalf("%q: flags %b; want escapes %v, non-ASCII %v", doc, f, wantEscapes, wantNonASCII)
+				}
 			}
 		}
 	}
