@@ -1,8 +1,14 @@
-// Package shard runs one Discord gateway shard: the connection (arikawa's
-// ws.Connection, extended with zlib-stream compression and resumable close
-// codes), the session lifecycle (IDENTIFY, READY, heartbeats, RESUME on the
-// resume_gateway_url, reconnect with backoff) and the hand-off of each
-// dispatch to the publisher, tracking which sequence JetStream has acked.
+// Package shard runs one Discord gateway shard. The protocol is session.go:
+// a state machine with no I/O. This file is its driver: it dials, reads
+// payloads off the connection (conn.go, frames.go), turns them into the
+// session's inputs, and carries out the actions the session returns
+// (sending, closing, publishing each dispatch, heartbeating, identifying
+// when the identify limiter allows).
+//
+// Goroutines per connection: the reader (Run's own goroutine, which also
+// publishes, so a full publish buffer pauses the socket reads: backpressure
+// instead of dropping), the heartbeat timer, and the identify wait. The
+// session is shared between them under mu.
 package shard
 
 import (
@@ -20,7 +26,6 @@ import (
 
 	"github.com/diamondburned/arikawa/v3/gateway"
 	"github.com/diamondburned/arikawa/v3/utils/json/option"
-	"github.com/diamondburned/arikawa/v3/utils/ws"
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 
@@ -28,47 +33,13 @@ import (
 	"github.com/shardpool/gateway/service/publish"
 )
 
-// State is a shard's lifecycle state as shown in /status.
-type State string
-
-// Shard states.
-const (
-	StateConnecting   State = "connecting"
-	StateIdentifying  State = "identifying"
-	StateReady        State = "ready"
-	StateResuming     State = "resuming"
-	StateReconnecting State = "reconnecting"
-	StateFailed       State = "failed"
-	StateDrained      State = "drained"
-)
-
 // Intents is what the gateway asks Discord for: GUILDS | GUILD_MEMBERS.
 const Intents = gateway.IntentGuilds | gateway.IntentGuildMembers
 
-// closeResumable is the close code the shard sends when it leaves a
-// connection it wants to resume later. 1000 and 1001 would end the session.
-const closeResumable = 4000
+// dialTimeout bounds opening the websocket.
+const dialTimeout = 30 * time.Second
 
-// fatalCloseCodes are the close codes after which reconnecting cannot help;
-// the message says what the operator has to fix.
-var fatalCloseCodes = map[int]string{
-	4004: "authentication failed: check DISCORD_TOKEN",
-	4010: "invalid shard sent: check TOTAL_SHARDS and POOL_ID",
-	4011: "sharding required: the bot has too many guilds for TOTAL_SHARDS; raise it or use auto",
-	4012: "invalid gateway API version",
-	4013: "invalid intents",
-	4014: "disallowed intents: enable the privileged Server Members intent for the bot in the Discord developer portal",
-}
-
-// Handoff is what a successor needs to RESUME a session instead of
-// identifying: the session, where to resume it and the last sequence whose
-// event JetStream acked.
-type Handoff struct {
-	SessionID        string    `json:"session_id"`
-	ResumeGatewayURL string    `json:"resume_gateway_url"`
-	Seq              int64     `json:"seq"`
-	Time             time.Time `json:"time"`
-}
+func randFloat() float64 { return rand.Float64() }
 
 // Backoff shapes reconnect delays: exponential from Base, capped at Max, with
 // jitter.
@@ -78,12 +49,14 @@ type Backoff struct {
 
 // Delay returns the delay before reconnect attempt n (0-based): a random
 // value in [d/2, d] with d = min(Max, Base×2^n); attempt 0 is in [0, Base).
-func (b Backoff) Delay(n int) time.Duration {
+func (b Backoff) Delay(n int) time.Duration { return b.delay(n, randFloat) }
+
+func (b Backoff) delay(n int, rnd func() float64) time.Duration {
 	if b.Base <= 0 {
 		return 0
 	}
 	if n == 0 {
-		return time.Duration(rand.Int64N(int64(b.Base)))
+		return time.Duration(rnd() * float64(b.Base))
 	}
 	d := b.Base
 	for i := 0; i < n && d < b.Max; i++ {
@@ -92,7 +65,7 @@ func (b Backoff) Delay(n int) time.Duration {
 	if b.Max > 0 && d > b.Max {
 		d = b.Max
 	}
-	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+	return d/2 + time.Duration(rnd()*float64(d/2+1))
 }
 
 // Config configures one shard.
@@ -100,7 +73,7 @@ type Config struct {
 	ID, Total   int
 	Token       string // never logged
 	GatewayURL  string // from /gateway/bot, without query
-	Compression string // CompressionZlibStream or CompressionNone
+	Compression string // CompressionZlibStream, CompressionZstdStream or CompressionNone
 	Limits      Limits
 	Backoff     Backoff
 	// HelloTimeout bounds the wait for HELLO after a dial.
@@ -124,18 +97,12 @@ type Shard struct {
 	cfg    Config
 	label  string // shard id as a metric label
 	logger log.Logger
+	routed atomic.Uint64
 
-	acks    ackTracker
-	lastSeq atomic.Int64 // last sequence seen, for heartbeats
-	routed  atomic.Uint64
-
-	mu        sync.Mutex
-	state     State
-	sessionID string
-	resumeURL string
-	guilds    map[uint64]struct{}
-	lastErr   string
-	heart     *heart
+	mu      sync.Mutex
+	sess    *Session
+	guilds  map[uint64]struct{}
+	lastErr string
 }
 
 // New returns a shard that has not started.
@@ -146,9 +113,6 @@ func New(cfg Config) *Shard {
 	if cfg.HelloTimeout == 0 {
 		cfg.HelloTimeout = 30 * time.Second
 	}
-	if cfg.InvalidSessionDelay == nil {
-		cfg.InvalidSessionDelay = func() time.Duration { return time.Second + rand.N(4*time.Second) }
-	}
 	if cfg.Compression == "" {
 		cfg.Compression = CompressionZlibStream
 	}
@@ -156,379 +120,403 @@ func New(cfg Config) *Shard {
 		cfg:    cfg,
 		label:  strconv.Itoa(cfg.ID),
 		logger: log.With(cfg.Logger, "shard_id", cfg.ID),
-		state:  StateConnecting,
 		guilds: map[uint64]struct{}{},
-	}
-	if h := cfg.Resume; h != nil && h.SessionID != "" {
-		s.sessionID, s.resumeURL = h.SessionID, h.ResumeGatewayURL
-		s.acks.reset(h.Seq)
-		s.lastSeq.Store(h.Seq)
+		sess: NewSession(SessionConfig{
+			GatewayURL:          cfg.GatewayURL,
+			Backoff:             cfg.Backoff,
+			InvalidSessionDelay: cfg.InvalidSessionDelay,
+			Resume:              cfg.Resume,
+		}),
 	}
 	s.cfg.Metrics.Ready.WithLabelValues(s.label).Set(0)
 	s.cfg.Metrics.Guilds.WithLabelValues(s.label).Set(0)
+	s.cfg.Metrics.HeartbeatLatency.WithLabelValues(s.label).Set(0)
 	return s
 }
 
 // ID returns the shard id.
 func (s *Shard) ID() int { return s.cfg.ID }
 
-type action int
-
-const (
-	actResume   action = iota // reconnect, resuming the session if there is one
-	actIdentify               // the session is gone: reconnect and IDENTIFY after a pause
-	actFatal                  // stop: reconnecting cannot help
-	actStop                   // ctx ended (drain or shutdown)
-)
-
-type outcome struct {
-	act     action
-	reason  string // bounded, for the reconnects metric
-	err     error
-	healthy bool // the connection reached READY or RESUMED
-}
-
 // Run connects and keeps the shard connected until ctx ends (the shard is
 // then drained: its session stays resumable) or a fatal close code arrives.
 func (s *Shard) Run(ctx context.Context) error {
-	attempt := 0
+	var buf []Action
+	end := s.step(ctx, nil, Start{}, &buf)
 	for {
-		if ctx.Err() != nil {
-			s.setState(StateDrained)
-			return nil
-		}
-		out := s.connect(ctx)
-		switch out.act {
-		case actStop:
-			s.setState(StateDrained)
-			return nil
-		case actFatal:
-			s.setState(StateFailed)
-			s.setErr(out.err)
-			level.Error(s.logger).Log("msg", "shard stopped", "err", out.err)
-			return out.err
-		}
-		if out.err != nil {
-			s.setErr(out.err)
-		}
-		if out.healthy {
-			attempt = 0
-		}
-		delay := s.cfg.Backoff.Delay(attempt)
-		attempt++
-		if out.act == actIdentify {
-			s.invalidate()
-			if d := s.cfg.InvalidSessionDelay(); d > delay {
-				delay = d
+		switch a := end.(type) {
+		case Stop:
+			if a.Err != nil {
+				s.setErr(a.Err)
+				level.Error(s.logger).Log("msg", "shard stopped", "err", a.Err)
 			}
-		}
-		s.cfg.Metrics.Reconnects.WithLabelValues(s.label, out.reason).Inc()
-		level.Info(s.logger).Log("msg", "reconnecting", "reason", out.reason, "err", out.err, "delay", delay.Round(time.Millisecond), "resume", s.Resumable())
-		s.setState(StateReconnecting)
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-		case <-t.C:
+			return a.Err
+		case Dial:
+			if a.Reason != "" {
+				s.cfg.Metrics.Reconnects.WithLabelValues(s.label, a.Reason).Inc()
+				if a.Err != nil {
+					s.setErr(a.Err)
+				}
+				level.Info(s.logger).Log("msg", "reconnecting", "reason", a.Reason, "err", a.Err, "delay", a.After.Round(time.Millisecond), "resume", a.Resume)
+			}
+			if !sleep(ctx, a.After) {
+				end = s.step(ctx, nil, Shutdown{}, &buf)
+				continue
+			}
+			end = s.connect(ctx, a)
 		}
 	}
 }
 
-// connect runs one websocket connection from dial to close.
-func (s *Shard) connect(ctx context.Context) outcome {
-	s.mu.Lock()
-	resume := s.sessionID != ""
-	addr := s.cfg.GatewayURL
-	if resume && s.resumeURL != "" {
-		addr = s.resumeURL
-	}
-	s.mu.Unlock()
-	if resume {
-		s.setState(StateResuming)
-	} else {
-		s.setState(StateConnecting)
-	}
+// link is one connection and the goroutines that live as long as it does.
+type link struct {
+	conn *conn
+	ctx  context.Context // ends with the connection
+	wg   sync.WaitGroup
+}
 
-	// An identifying connection takes its turn in the identify bucket
-	// before dialing, so the dial overlaps the previous shard's window.
-	var permit Permit
-	if !resume {
-		s.setState(StateIdentifying)
-		p, err := s.cfg.Identify.Acquire(ctx, s.cfg.ID)
-		if err != nil {
-			return outcome{act: actStop}
-		}
-		permit = p
-		defer permit.Release(time.Time{})
-	}
-
-	var h *heart
-	conn := NewConn(s.cfg.Compression, s.cfg.Limits, 3, func(op ws.OpCode, at time.Time) { h.control(op, at) }, s.preparer())
-	conn.wireBytes = s.cfg.Metrics.WireBytes.WithLabelValues(s.label)
-	h = newHeart(conn, &s.lastSeq, s.cfg.Metrics.HeartbeatLatency.WithLabelValues(s.label))
-	s.mu.Lock()
-	s.heart = h
-	s.mu.Unlock()
-
-	dialCtx, cancelDial := context.WithTimeout(ctx, 30*time.Second)
-	ops, err := conn.Dial(dialCtx, gatewayQuery(addr, s.cfg.Compression))
+// connect runs one websocket connection from dial to close and returns what
+// the session wants next (Dial or Stop).
+func (s *Shard) connect(ctx context.Context, d Dial) Action {
+	var buf []Action
+	dialCtx, cancelDial := context.WithTimeout(ctx, dialTimeout)
+	c, err := dial(dialCtx, gatewayQuery(d.URL, s.cfg.Compression))
 	cancelDial()
 	if err != nil {
 		if ctx.Err() != nil {
-			return outcome{act: actStop}
+			return s.step(ctx, nil, Shutdown{}, &buf)
 		}
-		return outcome{act: actResume, reason: "dial", err: err}
+		return s.step(ctx, nil, DialFailed{err}, &buf)
 	}
 	connCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	defer conn.CloseWithCode(closeResumable, "reconnecting")
+	l := &link{conn: c, ctx: connCtx}
+	s.step(ctx, l, Dialed{}, &buf)
+	// A drain or shutdown closes the socket, which ends the read loop.
+	stop := context.AfterFunc(ctx, func() {
+		var b []Action
+		s.step(ctx, l, Shutdown{}, &b)
+	})
+	end := s.read(ctx, l)
+	stop()
+	cancel()
+	c.close(0, "")
+	l.wg.Wait()
+	return end
+}
 
-	// HELLO comes first on every connection.
-	hello := time.NewTimer(s.cfg.HelloTimeout)
-	defer hello.Stop()
-	var interval time.Duration
-	for interval == 0 {
-		select {
-		case <-ctx.Done():
-			conn.CloseWithCode(closeResumable, "draining")
-			return outcome{act: actStop}
-		case <-hello.C:
-			return outcome{act: actResume, reason: "hello_timeout", err: errors.New("no HELLO from the gateway")}
-		case op, ok := <-ops:
-			if !ok {
-				return outcome{act: actResume, reason: "closed", err: errors.New("connection closed before HELLO")}
-			}
-			switch data := op.Data.(type) {
-			case *gateway.HelloEvent:
-				interval = data.HeartbeatInterval.Duration()
-			case *ws.CloseEvent:
-				return s.closed(data, h)
-			case *MalformedFrame:
-				s.malformed(data)
-			}
+// step feeds one input to the session and carries out the actions it
+// returns, except the one that ends the connection (Dial or Stop), which it
+// returns. buf is the calling goroutine's own action buffer.
+func (s *Shard) step(ctx context.Context, l *link, in Input, buf *[]Action) (end Action) {
+	s.mu.Lock()
+	*buf = s.sess.Handle(in, *buf)
+	for _, a := range *buf {
+		if e, ok := a.(Enter); ok {
+			s.entered(e.State)
 		}
 	}
-	go h.run(connCtx, interval)
-
-	if resume {
-		if err := s.sendResume(ctx, conn); err != nil {
-			return s.sendFailed(ctx, err)
-		}
-	} else {
-		if err := s.identify(ctx, conn, permit); err != nil {
-			return s.sendFailed(ctx, err)
+	s.mu.Unlock()
+	for _, a := range *buf {
+		switch a := a.(type) {
+		case Publish:
+			s.publish(ctx, l, a)
+		case SendHeartbeat:
+			l.conn.send(l.ctx, heartbeatPayload(a.Seq), true) // a failure surfaces as a read error
+		case SendResume:
+			s.sendResume(l, a)
+		case SendIdentify:
+			l.wg.Add(1)
+			go s.identify(l)
+		case StartHeartbeat:
+			l.wg.Add(1)
+			go s.heartbeat(l, a)
+		case Close:
+			l.conn.close(a.Code, a.Reason)
+		case Dial, Stop:
+			end = a
 		}
 	}
+	return end
+}
 
-	healthy := false
+// entered records a new state; mu is held.
+func (s *Shard) entered(st State) {
+	ready := 0.0
+	switch st {
+	case StateReady:
+		ready = 1
+		s.lastErr = ""
+	}
+	s.cfg.Metrics.Ready.WithLabelValues(s.label).Set(ready)
+}
+
+// read reads the connection until it ends, feeding the session, and returns
+// what comes next.
+func (s *Shard) read(ctx context.Context, l *link) Action {
+	pr := newPayloadReader(l.conn.ws, s.cfg.Compression, s.cfg.Limits, func(n int) {
+		s.cfg.Metrics.WireBytes.WithLabelValues(s.label).Add(float64(n))
+	})
+	defer pr.Close()
+	var buf []Action
+	l.conn.ws.SetReadDeadline(time.Now().Add(s.cfg.HelloTimeout))
+	hello := false
+	s.mu.Lock()
+	session := s.sess.id // the session events on this connection belong to
+	s.mu.Unlock()
+	for {
+		msg, err := pr.Next()
+		at := time.Now()
+		if err != nil {
+			if errors.Is(err, ErrTooLarge) {
+				s.oversized(ctx, l, err, &buf)
+				continue
+			}
+			if errors.Is(err, errBinaryOnPlain) {
+				s.malformed("payload", err)
+				continue
+			}
+			if !hello && isTimeout(err) {
+				s.step(ctx, l, HelloTimeout{}, &buf)
+			}
+			return s.step(ctx, l, closedInput(err), &buf)
+		}
+		env, err := parseEnvelope(msg)
+		if err != nil {
+			s.malformed("json", err)
+			continue
+		}
+		in, err := s.decode(&env, at, &session)
+		if err != nil {
+			s.malformed("payload", err)
+			continue
+		}
+		switch in := in.(type) {
+		case Hello:
+			if !hello {
+				hello = true
+				l.conn.ws.SetReadDeadline(time.Time{})
+			}
+		case *Dispatch:
+			s.received(in)
+		}
+		if end := s.step(ctx, l, in, &buf); end != nil {
+			return end // not reached: only Closed ends a connection
+		}
+		if _, ok := in.(HeartbeatAck); ok {
+			s.mu.Lock()
+			lat := s.sess.Latency()
+			s.mu.Unlock()
+			s.cfg.Metrics.HeartbeatLatency.WithLabelValues(s.label).Set(lat.Seconds())
+		}
+	}
+}
+
+// decode turns a payload into the session's input. Dispatches are built
+// into events here, on the read goroutine, while d still lies in the read
+// buffer; session tracks the session id the events belong to.
+func (s *Shard) decode(env *envelope, at time.Time, session *string) (Input, error) {
+	switch env.Op {
+	case opDispatch:
+		if env.T == "" {
+			return nil, errors.New("dispatch without a type")
+		}
+		d := &Dispatch{Type: env.T, Seq: env.S, ReceivedAt: at}
+		if env.T == "READY" {
+			var r Ready
+			if err := json.Unmarshal(env.D, &r); err != nil || r.SessionID == "" {
+				d.Err = fmt.Errorf("bad READY: %v", err)
+				return d, nil
+			}
+			*session, d.Ready = r.SessionID, &r
+			return d, nil
+		}
+		d.Event, _, d.Err = event.Build(s.cfg.ID, *session, env.S, env.T, env.D, at)
+		return d, nil
+	case opHeartbeat:
+		return HeartbeatRequest{}, nil
+	case opHeartbeatAck:
+		return HeartbeatAck{At: at}, nil
+	case opHello:
+		var h gateway.HelloEvent
+		if err := json.Unmarshal(env.D, &h); err != nil || h.HeartbeatInterval <= 0 {
+			return nil, fmt.Errorf("bad HELLO: %v", err)
+		}
+		return Hello{Interval: h.HeartbeatInterval.Duration()}, nil
+	case opReconnect:
+		return ReconnectRequest{}, nil
+	case opInvalidSession:
+		var resumable bool
+		if len(env.D) > 0 {
+			if err := json.Unmarshal(env.D, &resumable); err != nil {
+				return nil, fmt.Errorf("bad INVALID_SESSION: %w", err)
+			}
+		}
+		return InvalidSession{Resumable: resumable}, nil
+	default:
+		return nil, fmt.Errorf("unknown opcode %d", env.Op)
+	}
+}
+
+// received counts a dispatch and keeps the guild count.
+func (s *Shard) received(d *Dispatch) {
+	s.cfg.Metrics.EventsReceived.WithLabelValues(s.label, typeLabel(d.Type)).Inc()
+	switch {
+	case d.Type == "READY" && d.Ready != nil:
+		s.mu.Lock()
+		s.guilds = make(map[uint64]struct{}, len(d.Ready.Guilds))
+		for _, g := range d.Ready.Guilds {
+			if id, err := strconv.ParseUint(g.ID, 10, 64); err == nil {
+				s.guilds[id] = struct{}{}
+			}
+		}
+		n := len(s.guilds)
+		s.mu.Unlock()
+		s.cfg.Metrics.Guilds.WithLabelValues(s.label).Set(float64(n))
+		level.Info(s.logger).Log("msg", "ready", "guilds", n)
+	case d.Type == "RESUMED":
+		level.Info(s.logger).Log("msg", "resumed", "seq", d.Seq)
+	case d.Err != nil:
+		// Nothing to publish and nothing a replay would fix: the session
+		// lets the resume point move past it.
+		s.malformed("payload", fmt.Errorf("%s seq %d: %w", d.Type, d.Seq, d.Err))
+	case d.Event != nil && (d.Type == "GUILD_CREATE" || d.Type == "GUILD_DELETE"):
+		s.trackGuild(d.Type, d.Event.GuildID)
+	case d.Event == nil:
+		level.Debug(s.logger).Log("msg", "dispatch not published", "type", d.Type, "seq", d.Seq)
+	}
+}
+
+// publish hands one event to the publisher. It blocks while the publish
+// buffer is full, which pauses the socket reads; the conn remembers the
+// pause so that an ACK left unread meanwhile is not taken for a zombie.
+func (s *Shard) publish(ctx context.Context, l *link, p Publish) {
+	start := time.Now()
+	l.conn.publishStarted(start)
+	err := s.cfg.Publisher.Publish(ctx, p.Event, func(err error) {
+		if err != nil {
+			return // not acked: the resume point stays before it
+		}
+		s.mu.Lock()
+		s.sess.Handle(Acked{Gen: p.Gen, Seq: p.Seq}, nil)
+		s.mu.Unlock()
+		s.routed.Add(1)
+	})
+	l.conn.publishEnded(start)
+	if err != nil && ctx.Err() == nil {
+		// Not accepted and not a shutdown: the resume point stays before
+		// it, so a later RESUME replays it.
+		level.Error(s.logger).Log("msg", "event not accepted for publishing", "event_type", p.Event.Type, "seq", p.Seq, "err", err)
+	}
+}
+
+// oversized handles a payload dropped for its size: counted, logged with
+// its type and seq when its first bytes tell them, and passed by the resume
+// point, so that Discord's replay of it after a RESUME cannot loop.
+func (s *Shard) oversized(ctx context.Context, l *link, err error, buf *[]Action) {
+	s.cfg.Metrics.FramesMalformed.WithLabelValues(s.label, "too_large").Inc()
+	var prefix []byte
+	var oe *OversizeError
+	if errors.As(err, &oe) {
+		prefix = oe.Prefix
+	}
+	t, seq, ok := peekEnvelope(prefix)
+	if !ok || seq <= 0 {
+		level.Error(s.logger).Log("msg", "oversized gateway message dropped", "err", err)
+		return
+	}
+	level.Error(s.logger).Log("msg", "oversized gateway message dropped", "event_type", typeLabel(t), "seq", seq, "err", err)
+	s.cfg.Metrics.EventsReceived.WithLabelValues(s.label, typeLabel(t)).Inc()
+	s.step(ctx, l, Skipped{Seq: seq}, buf)
+}
+
+func (s *Shard) malformed(reason string, err error) {
+	s.cfg.Metrics.FramesMalformed.WithLabelValues(s.label, reason).Inc()
+	level.Warn(s.logger).Log("msg", "malformed gateway frame skipped", "reason", reason, "err", err)
+}
+
+// heartbeat is the connection's heartbeat timer.
+func (s *Shard) heartbeat(l *link, a StartHeartbeat) {
+	defer l.wg.Done()
+	t := time.NewTimer(a.First)
+	defer t.Stop()
+	var buf []Action
+	last := time.Now()
 	for {
 		select {
-		case <-ctx.Done():
-			conn.CloseWithCode(closeResumable, "draining")
-			return outcome{act: actStop}
-		case op, ok := <-ops:
-			if !ok {
-				return outcome{act: actResume, reason: "closed", err: errors.New("connection closed"), healthy: healthy}
-			}
-			switch data := op.Data.(type) {
-			case *Dispatch:
-				if s.dispatch(ctx, data) {
-					healthy = true
-				}
-			case *gateway.ReconnectEvent:
-				conn.CloseWithCode(closeResumable, "reconnect requested")
-				return outcome{act: actResume, reason: "op7_reconnect", healthy: healthy}
-			case *gateway.InvalidSessionEvent:
-				if *data {
-					conn.CloseWithCode(closeResumable, "invalid session, resuming")
-					return outcome{act: actResume, reason: "op9_resumable", healthy: healthy}
-				}
-				conn.CloseWithCode(closeResumable, "invalid session")
-				return outcome{act: actIdentify, reason: "op9_invalid_session", err: errors.New("session invalidated by Discord (op 9)"), healthy: healthy}
-			case *ws.CloseEvent:
-				out := s.closed(data, h)
-				out.healthy = healthy
-				return out
-			case *MalformedFrame:
-				s.malformed(data)
-			case *gateway.HelloEvent:
-				// A second HELLO on one connection is harmless; ignore it.
-			}
+		case <-l.ctx.Done():
+			return
+		case now := <-t.C:
+			paused := l.conn.pausedSince(last, now)
+			last = now
+			s.step(l.ctx, l, HeartbeatDue{At: now, ReadsPaused: paused}, &buf)
+			t.Reset(a.Interval)
 		}
 	}
 }
 
-func (s *Shard) sendFailed(ctx context.Context, err error) outcome {
-	if ctx.Err() != nil {
-		return outcome{act: actStop}
+// identify waits for the shard's turn in its identify bucket, which it
+// asks for only now that the connection said HELLO, so a slow dial never
+// holds the bucket, and then sends IDENTIFY.
+func (s *Shard) identify(l *link) {
+	defer l.wg.Done()
+	permit, err := s.cfg.Identify.Acquire(l.ctx, s.cfg.ID)
+	if err != nil {
+		return // the connection ended first
 	}
-	return outcome{act: actResume, reason: "send", err: err}
-}
-
-// closed classifies the end of a connection.
-func (s *Shard) closed(ev *ws.CloseEvent, h *heart) outcome {
-	if msg, fatal := fatalCloseCodes[ev.Code]; fatal {
-		return outcome{act: actFatal, err: fmt.Errorf("%s (close code %d)", msg, ev.Code)}
+	var sent time.Time
+	defer func() { permit.Release(sent) }()
+	if err := permit.Wait(l.ctx); err != nil {
+		return
 	}
-	switch {
-	case errors.Is(ev.Err, ErrTooLarge):
-		return outcome{act: actResume, reason: "frame_too_large", err: ev.Err}
-	case h.zombie.Load():
-		return outcome{act: actResume, reason: "zombie", err: errors.New("heartbeat not acknowledged: zombie connection")}
-	case ev.Code == 4007 || ev.Code == 4009:
-		return outcome{act: actIdentify, reason: "close_" + strconv.Itoa(ev.Code), err: fmt.Errorf("session cannot be resumed (close code %d)", ev.Code)}
-	case ev.Code > 0:
-		return outcome{act: actResume, reason: "close_" + strconv.Itoa(ev.Code), err: ev}
-	default:
-		return outcome{act: actResume, reason: "dropped", err: ev}
-	}
-}
-
-func (s *Shard) malformed(m *MalformedFrame) {
-	s.cfg.Metrics.FramesMalformed.WithLabelValues(s.label, m.Reason).Inc()
-	level.Warn(s.logger).Log("msg", "malformed gateway frame skipped", "reason", m.Reason, "err", m.Err)
-}
-
-func (s *Shard) identify(ctx context.Context, conn *Conn, permit Permit) error {
-	s.setState(StateIdentifying)
 	cmd := gateway.IdentifyCommand{
 		Token:      s.cfg.Token,
 		Properties: gateway.IdentifyProperties{gateway.IdentifyOS: runtime.GOOS, gateway.IdentifyBrowser: "shardpool", gateway.IdentifyDevice: "shardpool"},
 		Shard:      &gateway.Shard{s.cfg.ID, s.cfg.Total},
 		Intents:    option.NewUint(uint(Intents)),
 	}
-	b, err := json.Marshal(ws.Op{Code: opIdentify, Data: &cmd})
+	b, err := json.Marshal(struct {
+		Op int                      `json:"op"`
+		D  *gateway.IdentifyCommand `json:"d"`
+	}{opIdentify, &cmd})
 	if err != nil {
-		return fmt.Errorf("encode IDENTIFY: %w", err)
+		l.conn.close(closeResumable, "encode IDENTIFY")
+		return
 	}
-	if err := permit.Wait(ctx); err != nil {
-		return err
-	}
-	if err := conn.Send(ctx, b); err != nil {
-		return fmt.Errorf("send IDENTIFY: %w", err)
+	if err := l.conn.send(l.ctx, b, false); err != nil {
+		l.conn.close(closeResumable, "send IDENTIFY failed")
+		return
 	}
 	// The window counts from after the write, never from before it.
-	permit.Release(time.Now())
+	sent = time.Now()
 	s.cfg.Metrics.Identifies.WithLabelValues(s.label).Inc()
 	s.cfg.Metrics.SessionStarts.Dec()
 	level.Info(s.logger).Log("msg", "identified", "total_shards", s.cfg.Total)
-	return nil
 }
 
-func (s *Shard) sendResume(ctx context.Context, conn *Conn) error {
-	s.mu.Lock()
-	sessionID := s.sessionID
-	s.mu.Unlock()
-	_, acked, _ := s.acks.snapshot()
-	b, err := json.Marshal(ws.Op{Code: opResume, Data: &gateway.ResumeCommand{Token: s.cfg.Token, SessionID: sessionID, Sequence: acked}})
+func (s *Shard) sendResume(l *link, a SendResume) {
+	b, err := json.Marshal(struct {
+		Op int                    `json:"op"`
+		D  *gateway.ResumeCommand `json:"d"`
+	}{opResume, &gateway.ResumeCommand{Token: s.cfg.Token, SessionID: a.SessionID, Sequence: a.Seq}})
+	if err == nil {
+		err = l.conn.send(l.ctx, b, false)
+	}
 	if err != nil {
-		return fmt.Errorf("encode RESUME: %w", err)
+		l.conn.close(closeResumable, "send RESUME failed")
+		return
 	}
-	if err := conn.Send(ctx, b); err != nil {
-		return fmt.Errorf("send RESUME: %w", err)
-	}
-	level.Info(s.logger).Log("msg", "resuming", "seq", acked)
-	return nil
+	level.Info(s.logger).Log("msg", "resuming", "seq", a.Seq)
 }
 
-// Ready is the part of READY the shard keeps.
-type Ready struct {
-	SessionID        string `json:"session_id"`
-	ResumeGatewayURL string `json:"resume_gateway_url"`
-	Guilds           []struct {
-		ID string `json:"id"`
-	} `json:"guilds"`
-}
-
-// preparer returns the read goroutine's half of dispatch handling for one
-// connection: it builds each event, with the session the connection is on
-// (the one it resumes, or the one its READY starts).
-func (s *Shard) preparer() Preparer {
-	s.mu.Lock()
-	session := s.sessionID
-	s.mu.Unlock()
-	return func(t string, seq int64, d []byte, at time.Time) *Dispatch {
-		disp := &Dispatch{Type: t, Seq: seq, ReceivedAt: at}
-		if t == "READY" {
-			var r Ready
-			if err := json.Unmarshal(d, &r); err != nil || r.SessionID == "" {
-				disp.Err = fmt.Errorf("bad READY: %v", err)
-				return disp
-			}
-			session, disp.Ready = r.SessionID, &r
-			return disp
-		}
-		disp.Event, _, disp.Err = event.Build(s.cfg.ID, session, seq, t, d, at)
-		return disp
+// heartbeatPayload is op 1 with the last sequence received (null before any).
+func heartbeatPayload(seq int64) []byte {
+	b := make([]byte, 0, 32)
+	b = append(b, `{"op":1,"d":`...)
+	if seq > 0 {
+		b = strconv.AppendInt(b, seq, 10)
+	} else {
+		b = append(b, "null"...)
 	}
-}
-
-// dispatch handles one op 0 on the shard's goroutine. It reports whether
-// the session became ready.
-func (s *Shard) dispatch(ctx context.Context, d *Dispatch) (ready bool) {
-	s.lastSeq.Store(d.Seq)
-	s.cfg.Metrics.EventsReceived.WithLabelValues(s.label, typeLabel(d.Type)).Inc()
-	switch d.Type {
-	case "READY":
-		if d.Ready == nil {
-			s.malformed(&MalformedFrame{Reason: "payload", Err: d.Err})
-			return false
-		}
-		r := d.Ready
-		s.acks.reset(0)
-		s.acks.add(d.Seq, true)
-		s.mu.Lock()
-		s.sessionID, s.resumeURL = r.SessionID, r.ResumeGatewayURL
-		s.guilds = make(map[uint64]struct{}, len(r.Guilds))
-		for _, g := range r.Guilds {
-			if id, err := strconv.ParseUint(g.ID, 10, 64); err == nil {
-				s.guilds[id] = struct{}{}
-			}
-		}
-		n := len(s.guilds)
-		s.lastErr = ""
-		s.mu.Unlock()
-		s.cfg.Metrics.Guilds.WithLabelValues(s.label).Set(float64(n))
-		s.setState(StateReady)
-		level.Info(s.logger).Log("msg", "ready", "guilds", n)
-		return true
-	case "RESUMED":
-		s.acks.add(d.Seq, true)
-		s.setState(StateReady)
-		level.Info(s.logger).Log("msg", "resumed", "seq", d.Seq)
-		return true
-	}
-	if d.Err != nil {
-		// Nothing to publish and nothing a replay would fix: count it, log it
-		// and let the resume point move past it.
-		s.malformed(&MalformedFrame{Reason: "payload", Err: fmt.Errorf("%s seq %d: %w", d.Type, d.Seq, d.Err)})
-		s.acks.add(d.Seq, true)
-		return false
-	}
-	ev := d.Event
-	if ev == nil {
-		level.Debug(s.logger).Log("msg", "dispatch not published", "type", d.Type, "seq", d.Seq)
-		s.acks.add(d.Seq, true)
-		return false
-	}
-	if d.Type == "GUILD_CREATE" || d.Type == "GUILD_DELETE" {
-		s.trackGuild(d.Type, ev.GuildID)
-	}
-	s.acks.add(d.Seq, false)
-	gen, _, _ := s.acks.snapshot()
-	seq := d.Seq
-	err := s.cfg.Publisher.Publish(ctx, ev, func(err error) {
-		if err == nil {
-			s.acks.done(gen, seq)
-			s.routed.Add(1)
-		}
-	})
-	if err != nil && ctx.Err() == nil {
-		// Not accepted and not a shutdown: the resume point stays before it,
-		// so a later RESUME replays it.
-		level.Error(s.logger).Log("msg", "event not accepted for publishing", "event_type", ev.Type, "seq", seq, "err", err)
-	}
-	return false
+	return append(b, '}')
 }
 
 // trackGuild keeps the shard's guild count: a GUILD_CREATE adds the guild, a
@@ -550,25 +538,6 @@ func (s *Shard) trackGuild(t, guildID string) {
 	s.cfg.Metrics.Guilds.WithLabelValues(s.label).Set(float64(n))
 }
 
-func (s *Shard) invalidate() {
-	s.mu.Lock()
-	s.sessionID, s.resumeURL = "", ""
-	s.mu.Unlock()
-	s.acks.reset(0)
-	s.lastSeq.Store(0)
-}
-
-func (s *Shard) setState(st State) {
-	s.mu.Lock()
-	s.state = st
-	s.mu.Unlock()
-	ready := 0.0
-	if st == StateReady {
-		ready = 1
-	}
-	s.cfg.Metrics.Ready.WithLabelValues(s.label).Set(ready)
-}
-
 func (s *Shard) setErr(err error) {
 	s.mu.Lock()
 	s.lastErr = err.Error()
@@ -579,14 +548,14 @@ func (s *Shard) setErr(err error) {
 func (s *Shard) Ready() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.state == StateReady
+	return s.sess.State() == StateReady
 }
 
 // Resumable reports whether the shard holds a session it can RESUME.
 func (s *Shard) Resumable() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.sessionID != ""
+	return s.sess.Resumable()
 }
 
 // Guilds returns the number of guilds the shard holds.
@@ -601,11 +570,7 @@ func (s *Shard) Guilds() int {
 func (s *Shard) Handoff() *Handoff {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.sessionID == "" {
-		return nil
-	}
-	_, acked, _ := s.acks.snapshot()
-	return &Handoff{SessionID: s.sessionID, ResumeGatewayURL: s.resumeURL, Seq: acked, Time: time.Now().UTC()}
+	return s.sess.Handoff(time.Now())
 }
 
 // Status is one shard's entry in /status. It holds no secret.
@@ -623,18 +588,30 @@ type Status struct {
 
 // Status returns a snapshot of the shard.
 func (s *Shard) Status() Status {
-	_, acked, seen := s.acks.snapshot()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := Status{
-		ID: s.cfg.ID, State: s.state, Resumable: s.sessionID != "",
+	acked, seen := s.sess.Seqs()
+	return Status{
+		ID: s.cfg.ID, State: s.sess.State(), Resumable: s.sess.Resumable(),
 		LastSeq: seen, LastAckedSeq: acked, Guilds: len(s.guilds),
-		EventsRouted: s.routed.Load(), LastError: s.lastErr,
+		HeartbeatLatencyMS: float64(s.sess.Latency()) / 1e6,
+		EventsRouted:       s.routed.Load(), LastError: s.lastErr,
 	}
-	if s.heart != nil {
-		st.HeartbeatLatencyMS = float64(s.heart.latency.Load()) / 1e6
+}
+
+// sleep waits d unless ctx ends first; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
 	}
-	return st
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
 // gatewayQuery adds the version, encoding and compression parameters.
