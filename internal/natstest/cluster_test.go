@@ -72,11 +72,7 @@ func TestClusterKeepsAnR3StreamWritableWhenItsLeaderDies(t *testing.T) {
 	leader.Shutdown()
 	publish(t, js, "r3.after")
 
-	info, err := js.Stream(timeout(t, 10*time.Second), "R3")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := info.CachedInfo(); got.State.Msgs != 2 || got.Cluster.Leader == leader.NATS().Name() {
+	if got := streamInfo(t, js, "R3"); got.State.Msgs != 2 || got.Cluster.Leader == leader.NATS().Name() {
 		t.Errorf("R3 holds %d messages, led by %s; want 2, led by another node than the dead %s",
 			got.State.Msgs, got.Cluster.Leader, leader.NATS().Name())
 	}
