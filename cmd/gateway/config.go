@@ -66,10 +66,16 @@ type variable struct {
 // vars lists every setting, in the order of the README table.
 var vars = []variable{
 	{"DISCORD_TOKEN", "", "bot token (required; never logged)", func(c *Config, v string) error {
-		if strings.TrimSpace(v) == "" {
+		// The token as Discord's Authorization header spells it ("Bot
+		// <token>") is accepted too; the prefix alone is no token.
+		token := strings.TrimSpace(v)
+		if rest, ok := strings.CutPrefix(token, "Bot "); ok {
+			token = strings.TrimSpace(rest)
+		}
+		if token == "" || token == "Bot" {
 			return errors.New("is required")
 		}
-		c.DiscordToken = strings.TrimPrefix(strings.TrimSpace(v), "Bot ")
+		c.DiscordToken = token
 		return nil
 	}},
 	{"DISCORD_API_URL", "https://discord.com/api/v10", "Discord REST base; GET $DISCORD_API_URL/gateway/bot", func(c *Config, v string) error {
@@ -99,7 +105,12 @@ var vars = []variable{
 			if s = strings.TrimSpace(s); s == "" {
 				continue
 			}
-			u, err := url.Parse(s)
+			// The NATS client reads host:port as nats://host:port.
+			full := s
+			if !strings.Contains(s, "://") {
+				full = "nats://" + s
+			}
+			u, err := url.Parse(full)
 			if err != nil || u.Host == "" {
 				return fmt.Errorf("%q is not a NATS URL (nats://host:port)", jspub.RedactURL(s))
 			}
@@ -160,9 +171,9 @@ var vars = []variable{
 		return nil
 	}},
 	{"LOG_LEVEL", "info", "debug, info, warn or error", func(c *Config, v string) error {
-		switch v {
+		switch l := strings.ToLower(v); l {
 		case "debug", "info", "warn", "error":
-			c.LogLevel = v
+			c.LogLevel = l
 			return nil
 		}
 		return fmt.Errorf("%q must be debug, info, warn or error", v)
@@ -225,7 +236,7 @@ var vars = []variable{
 	}},
 	{"SERVICE_NAME", "discord-gateway", "service name in the Consul catalog", func(c *Config, v string) error {
 		if !validName(v) {
-			return fmt.Errorf("%q must be letters, digits and dashes", v)
+			return fmt.Errorf("%q must be letters, digits, dashes and underscores", v)
 		}
 		c.ServiceName = v
 		return nil
@@ -235,11 +246,11 @@ var vars = []variable{
 		return nil
 	}},
 	{"KV_PREFIX", "discord-gateway", "Consul KV prefix of the pool locks, hand-off records and identify buckets (one per bot)", func(c *Config, v string) error {
-		v = strings.Trim(v, "/")
-		if v == "" || strings.ContainsAny(v, " \t\n") {
+		prefix := strings.Trim(v, "/")
+		if prefix == "" || strings.ContainsAny(prefix, " \t\n") {
 			return fmt.Errorf("%q must be a non-empty key path", v)
 		}
-		c.KVPrefix = v
+		c.KVPrefix = prefix
 		return nil
 	}},
 	{"CONSUL_SESSION_TTL", "15s", "TTL of the Consul session holding the pool lock (10s to 24h); an instance that cannot renew it for half of it stops its shards (fencing)", durationSetter(func(c *Config, d time.Duration) { c.SessionTTL = d }, 10*time.Second, 24*time.Hour)},
@@ -253,11 +264,23 @@ func durationSetter(set func(*Config, time.Duration), lo, hi time.Duration) func
 	return func(c *Config, v string) error {
 		d, err := time.ParseDuration(strings.TrimSpace(v))
 		if err != nil || d < lo || d > hi {
-			return fmt.Errorf("%q must be a duration between %s and %s", v, lo, hi)
+			return fmt.Errorf("%q must be a duration between %s and %s", v, shortDuration(lo), shortDuration(hi))
 		}
 		set(c, d)
 		return nil
 	}
+}
+
+// shortDuration writes 24h and 1m, not 24h0m0s and 1m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 func validName(v string) bool {
@@ -299,8 +322,9 @@ func flagName(env string) string {
 // secretVars never have their values echoed in an error.
 var secretVars = map[string]bool{"DISCORD_TOKEN": true, "DRAIN_TOKEN": true, "CONSUL_HTTP_TOKEN": true, "NATS_PASSWORD": true, "NATS_TOKEN": true}
 
-// ParseConfig reads args (flags) over getenv (environment) over defaults. An
-// invalid value fails with an error naming the variable.
+// ParseConfig reads args (flags) over getenv (environment) over defaults. It
+// fails with one line per invalid variable, "invalid NAME: reason", in the
+// order of vars, so a user fixes them all in one go.
 func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
 	c := Config{IdentifyWindow: 5 * time.Second, BackoffBase: time.Second, BackoffMax: 60 * time.Second}
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
@@ -314,6 +338,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	}
 	setByFlag := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { setByFlag[f.Name] = true })
+	var errs []error
 	for _, v := range vars {
 		val := v.def
 		if e := getenv(v.env); e != "" {
@@ -323,12 +348,28 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 			val = *flags[v.env]
 		}
 		if err := v.set(&c, val); err != nil {
-			if secretVars[v.env] {
-				err = errors.New(strings.ReplaceAll(err.Error(), val, "<redacted>"))
-			}
-			return c, fmt.Errorf("invalid %s: %w", v.env, err)
+			errs = append(errs, fmt.Errorf("invalid %s: %w", v.env, hideSecret(v.env, val, err)))
 		}
 	}
 	c.PoolIDSet = getenv("POOL_ID") != "" || setByFlag[flagName("POOL_ID")]
-	return c, nil
+	return c, errors.Join(errs...)
+}
+
+// hideSecret keeps a secret variable's value out of the reason it was
+// refused for. The setters of secrets never quote their value; this is the
+// net under them. The whole reason goes, not just the value: cutting a
+// short or blank value out of a sentence would garble it and still hint at
+// the value.
+func hideSecret(env, val string, reason error) error {
+	if !secretVars[env] {
+		return reason
+	}
+	// A Discord token may come as "Bot <token>": the token alone is secret.
+	v := strings.TrimSpace(val)
+	for _, secret := range []string{v, strings.TrimSpace(strings.TrimPrefix(v, "Bot "))} {
+		if secret != "" && strings.Contains(reason.Error(), secret) {
+			return errors.New("is not valid (its value is secret, so it is not shown)")
+		}
+	}
+	return reason
 }

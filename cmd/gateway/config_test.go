@@ -1,7 +1,10 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -41,67 +44,219 @@ func TestParseConfigFlagsOverrideEnvironment(t *testing.T) {
 	}
 }
 
-func TestParseConfigErrorsNameTheVariable(t *testing.T) {
-	cases := []struct {
-		name, value string
-	}{
-		{"DISCORD_TOKEN", ""},
-		{"DISCORD_API_URL", "not a url"},
-		{"DISCORD_API_URL", "ftp://x"},
-		{"TOTAL_SHARDS", "zero"},
-		{"TOTAL_SHARDS", "0"},
-		{"TOTAL_SHARDS", "-3"},
-		{"SHARDS_PER_POOL", "0"},
-		{"SHARDS_PER_POOL", "x"},
-		{"POOL_ID", "-1"},
-		{"POOL_ID", "one"},
-		{"NATS_URL", "://nohost"},
-		{"STREAM_STORAGE", "disk"},
-		{"STREAM_REPLICAS", "0"},
-		{"HTTP_PORT", "70000"},
-		{"HTTP_PORT", "http"},
-		{"LOG_LEVEL", "verbose"},
-		{"GATEWAY_COMPRESSION", "gzip"},
-		{"DRAIN_TIMEOUT", "20"},
-		{"DRAIN_TIMEOUT", "-1s"},
-		{"BUFFER_MAX_EVENTS", "0"},
-		{"BUFFER_MAX_BYTES", "lots"},
-		{"CONSUL_HTTP_ADDR", "consul"},
-		{"CONSUL_HTTP_ADDR", "ftp://consul:8500"},
-		{"SERVICE_NAME", "discord gateway"},
-		{"KV_PREFIX", "/"},
-		{"CONSUL_SESSION_TTL", "5s"},
-		{"CONSUL_SESSION_TTL", "ten"},
-		{"CONSUL_LOCK_DELAY", "-1s"},
-		{"CONSUL_CHECK_INTERVAL", "0s"},
-		{"CONSUL_DEREGISTER_AFTER", "30s"},
-		{"HANDOFF_MAX_AGE", "forever"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
-			e := map[string]string{"DISCORD_TOKEN": "tok"}
-			e[tc.name] = tc.value
-			if tc.name == "DISCORD_TOKEN" {
-				delete(e, "DISCORD_TOKEN")
-			}
-			_, err := ParseConfig(nil, env(e), io.Discard)
-			if err == nil {
-				t.Fatal("want an error")
-			}
-			if !strings.Contains(err.Error(), tc.name) {
-				t.Fatalf("error %q does not name %s", err, tc.name)
-			}
-		})
+// badValues lists, for every variable of the table, values it refuses
+// and the whole error each gives; "" is the empty value given as a flag
+// (an empty environment variable means unset). A variable whose every value
+// is valid is in acceptsAnyValue instead.
+var badValues = map[string][]struct{ value, msg string }{
+	"DISCORD_TOKEN": {
+		{"", "invalid DISCORD_TOKEN: is required"},
+		{"  ", "invalid DISCORD_TOKEN: is required"},
+		{"Bot ", "invalid DISCORD_TOKEN: is required"},
+	},
+	"DISCORD_API_URL": {
+		{"", `invalid DISCORD_API_URL: "" is not an http(s) URL`},
+		{"not a url", `invalid DISCORD_API_URL: "not a url" is not an http(s) URL`},
+		{"ftp://x", `invalid DISCORD_API_URL: "ftp://x" is not an http(s) URL`},
+	},
+	"TOTAL_SHARDS": {
+		{"", `invalid TOTAL_SHARDS: "" must be a positive integer or auto`},
+		{"zero", `invalid TOTAL_SHARDS: "zero" must be a positive integer or auto`},
+		{"0", `invalid TOTAL_SHARDS: "0" must be a positive integer or auto`},
+		{"-3", `invalid TOTAL_SHARDS: "-3" must be a positive integer or auto`},
+	},
+	"SHARDS_PER_POOL": {
+		{"", `invalid SHARDS_PER_POOL: "" must be an integer >= 1`},
+		{"0", `invalid SHARDS_PER_POOL: "0" must be an integer >= 1`},
+		{"x", `invalid SHARDS_PER_POOL: "x" must be an integer >= 1`},
+	},
+	"POOL_ID": {
+		{"", `invalid POOL_ID: "" must be an integer >= 0`},
+		{"-1", `invalid POOL_ID: "-1" must be an integer >= 0`},
+		{"one", `invalid POOL_ID: "one" must be an integer >= 0`},
+	},
+	"NATS_URL": {
+		{"://nohost", `invalid NATS_URL: "://nohost" is not a NATS URL (nats://host:port)`},
+		{"nats://user:hunter2@:bad:port", `invalid NATS_URL: "nats://redacted@:bad:port" is not a NATS URL (nats://host:port)`},
+		{"nats://a:4222,nats://u:hunter2@", `invalid NATS_URL: "nats://redacted@" is not a NATS URL (nats://host:port)`},
+	},
+	"STREAM_STORAGE": {
+		{"", `invalid STREAM_STORAGE: "" must be memory or file`},
+		{"disk", `invalid STREAM_STORAGE: "disk" must be memory or file`},
+	},
+	"STREAM_REPLICAS": {
+		{"", `invalid STREAM_REPLICAS: "" must be an integer >= 1`},
+		{"0", `invalid STREAM_REPLICAS: "0" must be an integer >= 1`},
+	},
+	"HTTP_PORT": {
+		{"", `invalid HTTP_PORT: "" must be a port number (0-65535)`},
+		{"70000", `invalid HTTP_PORT: "70000" must be a port number (0-65535)`},
+		{"-1", `invalid HTTP_PORT: "-1" must be a port number (0-65535)`},
+		{"http", `invalid HTTP_PORT: "http" must be a port number (0-65535)`},
+	},
+	"LOG_LEVEL": {
+		{"", `invalid LOG_LEVEL: "" must be debug, info, warn or error`},
+		{"verbose", `invalid LOG_LEVEL: "verbose" must be debug, info, warn or error`},
+	},
+	"GATEWAY_COMPRESSION": {
+		{"", `invalid GATEWAY_COMPRESSION: "" must be zlib-stream, zstd-stream or none`},
+		{"gzip", `invalid GATEWAY_COMPRESSION: "gzip" must be zlib-stream, zstd-stream or none`},
+	},
+	"DRAIN_TIMEOUT": {
+		{"", `invalid DRAIN_TIMEOUT: "" must be a positive duration such as 20s`},
+		{"20", `invalid DRAIN_TIMEOUT: "20" must be a positive duration such as 20s`},
+		{"-1s", `invalid DRAIN_TIMEOUT: "-1s" must be a positive duration such as 20s`},
+		{"0s", `invalid DRAIN_TIMEOUT: "0s" must be a positive duration such as 20s`},
+	},
+	"BUFFER_MAX_EVENTS": {
+		{"", `invalid BUFFER_MAX_EVENTS: "" must be an integer >= 1`},
+		{"0", `invalid BUFFER_MAX_EVENTS: "0" must be an integer >= 1`},
+	},
+	"BUFFER_MAX_BYTES": {
+		{"", `invalid BUFFER_MAX_BYTES: "" must be a positive number of bytes`},
+		{"lots", `invalid BUFFER_MAX_BYTES: "lots" must be a positive number of bytes`},
+		{"0", `invalid BUFFER_MAX_BYTES: "0" must be a positive number of bytes`},
+	},
+	"CONSUL_HTTP_ADDR": {
+		{"consul", `invalid CONSUL_HTTP_ADDR: "consul" is not host:port`},
+		{"ftp://consul:8500", `invalid CONSUL_HTTP_ADDR: "ftp://consul:8500" is not host:port or an http(s) or unix URL`},
+		{"http://user:hunter2@consul", `invalid CONSUL_HTTP_ADDR: "http://redacted@consul" is not host:port`},
+	},
+	"SERVICE_NAME": {
+		{"", `invalid SERVICE_NAME: "" must be letters, digits, dashes and underscores`},
+		{"discord gateway", `invalid SERVICE_NAME: "discord gateway" must be letters, digits, dashes and underscores`},
+	},
+	"KV_PREFIX": {
+		{"", `invalid KV_PREFIX: "" must be a non-empty key path`},
+		{"/", `invalid KV_PREFIX: "/" must be a non-empty key path`},
+		{"a b", `invalid KV_PREFIX: "a b" must be a non-empty key path`},
+	},
+	"CONSUL_SESSION_TTL": {
+		{"", `invalid CONSUL_SESSION_TTL: "" must be a duration between 10s and 24h`},
+		{"5s", `invalid CONSUL_SESSION_TTL: "5s" must be a duration between 10s and 24h`},
+		{"ten", `invalid CONSUL_SESSION_TTL: "ten" must be a duration between 10s and 24h`},
+	},
+	"CONSUL_LOCK_DELAY": {
+		{"", `invalid CONSUL_LOCK_DELAY: "" must be a duration between 0s and 1m`},
+		{"-1s", `invalid CONSUL_LOCK_DELAY: "-1s" must be a duration between 0s and 1m`},
+	},
+	"CONSUL_CHECK_INTERVAL": {
+		{"", `invalid CONSUL_CHECK_INTERVAL: "" must be a duration between 1s and 10m`},
+		{"0s", `invalid CONSUL_CHECK_INTERVAL: "0s" must be a duration between 1s and 10m`},
+	},
+	"CONSUL_DEREGISTER_AFTER": {
+		{"", `invalid CONSUL_DEREGISTER_AFTER: "" must be a duration between 1m and 168h`},
+		{"30s", `invalid CONSUL_DEREGISTER_AFTER: "30s" must be a duration between 1m and 168h`},
+	},
+	"HANDOFF_MAX_AGE": {
+		{"", `invalid HANDOFF_MAX_AGE: "" must be a duration between 1s and 1h`},
+		{"forever", `invalid HANDOFF_MAX_AGE: "forever" must be a duration between 1s and 1h`},
+	},
+}
+
+// acceptsAnyValue are the variables with no invalid value: paths and
+// secrets checked when used, and settings whose empty value means off.
+var acceptsAnyValue = []string{
+	"NATS_CREDS", "NATS_NKEY_SEED", "NATS_USER", "NATS_PASSWORD", "NATS_TOKEN",
+	"NATS_TLS_CA", "NATS_TLS_CERT", "NATS_TLS_KEY", "HTTP_HOST", "DRAIN_TOKEN",
+	"CONSUL_HTTP_TOKEN", "SERVICE_ADDRESS",
+}
+
+func TestParseConfigErrorTableCoversEveryVariable(t *testing.T) {
+	for _, v := range vars {
+		if len(badValues[v.env]) == 0 && !slices.Contains(acceptsAnyValue, v.env) {
+			t.Errorf("%s has no bad values in badValues and is not in acceptsAnyValue", v.env)
+		}
 	}
 }
 
-func TestParseConfigNeverEchoesSecrets(t *testing.T) {
-	_, err := ParseConfig(nil, env(map[string]string{"DISCORD_TOKEN": "tok", "NATS_URL": "nats://user:hunter2@:bad:port"}), io.Discard)
-	if err == nil {
-		t.Fatal("want an error")
+func TestParseConfigRejectsBadValuesWithTheWholeMessage(t *testing.T) {
+	for name, cases := range badValues {
+		for _, tc := range cases {
+			// As a flag, so that the empty value is a value and not unset.
+			t.Run(name+"="+tc.value, func(t *testing.T) {
+				_, err := ParseConfig([]string{"-" + flagName(name) + "=" + tc.value}, env(map[string]string{"DISCORD_TOKEN": "tok"}), io.Discard)
+				if err == nil {
+					t.Fatal("accepted")
+				}
+				if err.Error() != tc.msg {
+					t.Fatalf("error\n got %q\nwant %q", err, tc.msg)
+				}
+			})
+			// From the environment alike (an empty one is unset, so valid).
+			if tc.value == "" {
+				continue
+			}
+			t.Run(name+"="+tc.value+" from the environment", func(t *testing.T) {
+				_, err := ParseConfig(nil, env(map[string]string{"DISCORD_TOKEN": "tok", name: tc.value}), io.Discard)
+				if err == nil || err.Error() != tc.msg {
+					t.Fatalf("error\n got %v\nwant %q", err, tc.msg)
+				}
+			})
+		}
 	}
-	if strings.Contains(err.Error(), "hunter2") {
-		t.Fatalf("error leaks the NATS password: %v", err)
+}
+
+func TestParseConfigAcceptsAnyValueOfFreeFormVariables(t *testing.T) {
+	for _, name := range acceptsAnyValue {
+		for _, value := range []string{"", "x", "  spaced value  ", "nats://u:p@h:1"} {
+			if _, err := ParseConfig([]string{"-" + flagName(name) + "=" + value}, env(map[string]string{"DISCORD_TOKEN": "tok"}), io.Discard); err != nil {
+				t.Errorf("%s=%q: %v", name, value, err)
+			}
+		}
+	}
+}
+
+func TestParseConfigReportsEveryInvalidVariableAtOnce(t *testing.T) {
+	_, err := ParseConfig([]string{"-log-level=verbose"}, env(map[string]string{
+		"HTTP_PORT": "http", "STREAM_STORAGE": "disk", "NATS_URL": "nats://gateway:hunter2@:x:y",
+	}), io.Discard)
+	want := strings.Join([]string{
+		"invalid DISCORD_TOKEN: is required",
+		`invalid NATS_URL: "nats://redacted@:x:y" is not a NATS URL (nats://host:port)`,
+		`invalid STREAM_STORAGE: "disk" must be memory or file`,
+		`invalid HTTP_PORT: "http" must be a port number (0-65535)`,
+		`invalid LOG_LEVEL: "verbose" must be debug, info, warn or error`,
+	}, "\n")
+	if err == nil || err.Error() != want {
+		t.Fatalf("error\n got %v\nwant %s", err, want)
+	}
+}
+
+func TestParseConfigNeverEchoesASecretsValue(t *testing.T) {
+	cases := []struct {
+		name, value string
+		reason      error
+		want        string
+	}{
+		// A reason that quotes the value loses it all, not just the value.
+		{"NATS_PASSWORD", "hunter2", fmt.Errorf("%q is too short", "hunter2"), "is not valid (its value is secret, so it is not shown)"},
+		{"DISCORD_TOKEN", " Bot abc ", errors.New("abc is malformed"), "is not valid (its value is secret, so it is not shown)"},
+		// An empty or blank value is in every message: nothing to hide.
+		{"DISCORD_TOKEN", "", errors.New("is required"), "is required"},
+		{"DISCORD_TOKEN", " ", errors.New("is required"), "is required"},
+		{"LOG_LEVEL", "verbose", errors.New(`"verbose" is not a level`), `"verbose" is not a level`},
+	}
+	for _, tc := range cases {
+		if got := hideSecret(tc.name, tc.value, tc.reason).Error(); got != tc.want {
+			t.Errorf("%s=%q: got %q, want %q", tc.name, tc.value, got, tc.want)
+		}
+	}
+}
+
+func TestParseConfigAcceptsWhatNATSAccepts(t *testing.T) {
+	for _, u := range []string{"nats://127.0.0.1:4222", "localhost:4222", "tls://a:4222, tls://b:4222", "nats://u:p@host"} {
+		c, err := ParseConfig(nil, env(map[string]string{"DISCORD_TOKEN": "tok", "NATS_URL": u}), io.Discard)
+		if err != nil || c.NATSURL != u {
+			t.Errorf("NATS_URL=%q: %q, %v", u, c.NATSURL, err)
+		}
+	}
+}
+
+func TestParseConfigAcceptsAnUpperCaseLogLevel(t *testing.T) {
+	c, err := ParseConfig(nil, env(map[string]string{"DISCORD_TOKEN": "tok", "LOG_LEVEL": "DEBUG"}), io.Discard)
+	if err != nil || c.LogLevel != "debug" {
+		t.Fatalf("LogLevel %q, %v", c.LogLevel, err)
 	}
 }
 
