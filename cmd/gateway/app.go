@@ -48,6 +48,8 @@ type Main struct {
 	// crashing makes the next stop abrupt, as a crash: no drain, no
 	// hand-off, the Consul session left to expire (tests).
 	crashing atomic.Bool
+	// drainedClean is set by shutdown when the drain acked every event.
+	drainedClean bool
 
 	// What Run's phases open, each for the phases after it; release frees
 	// them in reverse order.
@@ -182,6 +184,7 @@ func (m *Main) newLogger() log.Logger {
 		out = os.Stderr
 	}
 	logger := log.NewLogfmtLogger(log.NewSyncWriter(out))
+	logger = oneLineValues(logger)
 	var opt level.Option
 	switch m.Config.LogLevel {
 	case "debug":
@@ -314,9 +317,11 @@ func (m *Main) shutdown() {
 		return
 	}
 	level.Info(m.logger).Log("msg", "shutting down: draining the pool")
-	if _, err := m.core().Drain(context.Background()); err != nil && !errors.Is(err, service.ErrNotRunning) {
+	res, err := m.core().Drain(context.Background())
+	if err != nil && !errors.Is(err, service.ErrNotRunning) {
 		level.Error(m.logger).Log("msg", "drain failed", "err", err)
 	}
+	m.drainedClean = err == nil && res.Flushed
 }
 
 // poolGauge is gateway_shards_ready, labelled with the id of the pool the
