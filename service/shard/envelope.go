@@ -30,31 +30,39 @@ var errEnvelope = errors.New("malformed gateway payload")
 // are skipped. op must be an integer, s an integer or null, t a string or
 // null; d may be any value, or absent.
 func parseEnvelope(msg []byte) (envelope, error) {
-	var env envelope
 	var top topLevel
 	s := jsonscan.New(msg, jsonscan.MaxDepth)
-	if err := top.scan(&s, false); err != nil {
-		return env, fmt.Errorf("%w: %w", errEnvelope, err)
+	err := top.scan(&s, false)
+	if err == nil {
+		err = s.End()
 	}
-	if err := s.End(); err != nil {
-		return env, fmt.Errorf("%w: %w", errEnvelope, err)
+	if err == nil {
+		return top.envelope(msg)
 	}
-	if top.op.Kind == jsonscan.None {
-		return env, fmt.Errorf("%w: no op", errEnvelope)
-	}
+	return envelope{}, fmt.Errorf("%w: %w", errEnvelope, err)
+}
+
+// topLevel are the envelope's members as located in the payload: the last
+// occurrence of each, Kind None when absent.
+type topLevel struct {
+	op, s, t, d jsonscan.Value
+}
+
+// envelope decodes op, s and t, and checks their types.
+func (top *topLevel) envelope(msg []byte) (envelope, error) {
+	var env envelope
 	op, ok := top.op.Int(msg, strconv.IntSize)
-	if !ok {
+	switch {
+	case top.op.Kind == jsonscan.None:
+		return env, fmt.Errorf("%w: no op", errEnvelope)
+	case !ok:
 		return env, fmt.Errorf("%w: op is not an integer", errEnvelope)
 	}
 	env.Op = ws.OpCode(op)
-	switch top.s.Kind {
-	case jsonscan.None, jsonscan.Null:
-	case jsonscan.Number:
+	if top.s.Kind != jsonscan.None && top.s.Kind != jsonscan.Null {
 		if env.S, ok = top.s.Int(msg, 64); !ok {
 			return env, fmt.Errorf("%w: s is not an integer", errEnvelope)
 		}
-	default:
-		return env, fmt.Errorf("%w: s is not an integer", errEnvelope)
 	}
 	switch top.t.Kind {
 	case jsonscan.None, jsonscan.Null:
@@ -67,12 +75,6 @@ func parseEnvelope(msg []byte) (envelope, error) {
 		env.D = top.d.Bytes(msg)
 	}
 	return env, nil
-}
-
-// topLevel are the envelope's members as located in the payload: the last
-// occurrence of each, Kind None when absent.
-type topLevel struct {
-	op, s, t, d jsonscan.Value
 }
 
 // scan reads the payload's top-level object up to its closing brace, or,

@@ -41,14 +41,11 @@ var problems = [...]string{
 	tooDeep:            "nesting too deep",
 }
 
-// container consumes the array or object at i and everything in it. It
-// walks the nesting with a loop and a stack of bits rather than by
-// recursion: one word holds the kinds of the first 64 levels, enough for
-// every real payload, and only deeper (hostile) input spills to a slice.
+// container consumes the array or object at i and everything in it, with
+// a loop and a stack of container kinds rather than by recursion. room is
+// how many containers may open, this one included.
 func container(d []byte, i, room int) (int, problem) {
-	var objects uint64 // bit n: the container n+1 levels in is an object
-	var deeper []bool  // the same for levels 65 and beyond
-	level := 0         // containers open, counted from the one at i
+	var open kinds
 	var p problem
 	for {
 		// i is at the first byte of a value.
@@ -57,23 +54,17 @@ func container(d []byte, i, room int) (int, problem) {
 		}
 		switch c := d[i]; c {
 		case '{', '[':
-			if level == room {
+			if open.n == room {
 				return i, tooDeep
 			}
-			obj := c == '{'
-			if level < 64 {
-				objects = objects&^(1<<level) | b2u(obj)<<level
-			} else {
-				deeper = append(deeper[:level-64], obj)
-			}
-			level++
+			open.push(c == '{')
 			i = skipSpace(d, i+1)
-			if i < len(d) && d[i] == closer(obj) {
+			if i < len(d) && d[i] == open.closer() {
 				i++
-				level--
+				open.pop()
 				break // an empty container is a complete value
 			}
-			if obj {
+			if open.object() {
 				if i, p = member(d, i); p != ok {
 					return i, p
 				}
@@ -97,42 +88,73 @@ func container(d []byte, i, room int) (int, problem) {
 		if p != ok {
 			return i, p
 		}
-		// A value is complete: close what it completes, then move on to
-		// the next element or member, if any.
-		for level > 0 {
-			i = skipSpace(d, i)
-			if i >= len(d) {
-				return i, endOfData
-			}
-			obj := level > 64 && deeper[level-65] || level <= 64 && objects&(1<<(level-1)) != 0
-			c := d[i]
-			if c == closer(obj) {
-				i++
-				level--
-				continue
-			}
-			if c != ',' {
-				if obj {
-					return i, wantCommaOrBrace
-				}
-				return i, wantCommaOrBracket
-			}
-			i = skipSpace(d, i+1)
-			if obj {
-				if i, p = member(d, i); p != ok {
-					return i, p
-				}
-			}
-			break
-		}
-		if level == 0 {
-			return i, ok
+		if i, p = next(d, i, &open); p != ok || open.n == 0 {
+			return i, p
 		}
 	}
 }
 
-func closer(object bool) byte {
-	if object {
+// next moves past what follows a complete value inside the open
+// containers: the closers of those it completes, then the ',' (and for an
+// object the member name) before the next value, if any.
+func next(d []byte, i int, open *kinds) (int, problem) {
+	for open.n > 0 {
+		i = skipSpace(d, i)
+		if i >= len(d) {
+			return i, endOfData
+		}
+		switch d[i] {
+		case open.closer():
+			i++
+			open.pop()
+			continue
+		case ',':
+		default:
+			if open.object() {
+				return i, wantCommaOrBrace
+			}
+			return i, wantCommaOrBracket
+		}
+		i = skipSpace(d, i+1)
+		if open.object() {
+			return member(d, i)
+		}
+		return i, ok
+	}
+	return i, ok
+}
+
+// kinds is a stack of open containers, true for an object. A word holds
+// the first 64 levels, enough for every real payload; only deeper (hostile)
+// input spills to a slice.
+type kinds struct {
+	word   uint64 // bit n: level n+1
+	deeper []bool // levels 65 and beyond
+	n      int    // levels open
+}
+
+func (k *kinds) push(object bool) {
+	if k.n < 64 {
+		k.word = k.word&^(1<<k.n) | b2u(object)<<k.n
+	} else {
+		k.deeper = append(k.deeper[:k.n-64], object)
+	}
+	k.n++
+}
+
+func (k *kinds) pop() { k.n-- }
+
+// object reports whether the innermost open container is an object.
+func (k *kinds) object() bool {
+	if k.n > 64 {
+		return k.deeper[k.n-65]
+	}
+	return k.word&(1<<(k.n-1)) != 0
+}
+
+// closer is the byte that closes the innermost open container.
+func (k *kinds) closer() byte {
+	if k.object() {
 		return '}'
 	}
 	return ']'

@@ -108,9 +108,6 @@ func New(doc []byte, maxDepth int) Scanner {
 	return Scanner{doc: doc, maxDepth: maxDepth}
 }
 
-// Pos is the cursor's offset in the document.
-func (s *Scanner) Pos() int { return s.pos }
-
 // Peek returns the next byte that is not whitespace, without consuming it,
 // or 0 at the end of the document.
 func (s *Scanner) Peek() byte {
