@@ -329,6 +329,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	c := Config{IdentifyWindow: 5 * time.Second, BackoffBase: time.Second, BackoffMax: 60 * time.Second}
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() { writeUsage(stderr) } // usage.go: types, defaults, the healthcheck subcommand
 	flags := make(map[string]*string, len(vars))
 	for _, v := range vars {
 		flags[v.env] = fs.String(flagName(v.env), "", fmt.Sprintf("%s (env %s, default %q)", v.help, v.env, v.def))

@@ -7,10 +7,14 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/go-kit/log/level"
 )
 
 // demo, when set by a build with the demo tag, starts the embedded Discord
@@ -34,6 +38,9 @@ func realMain() int {
 	}
 	m := NewMain()
 	if err := m.ParseFlags(os.Args[1:], getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) { // -h: the usage is printed; asked for, so no failure
+			return 0
+		}
 		fmt.Fprintln(os.Stderr, "gateway:", err)
 		return 2
 	}
@@ -44,5 +51,17 @@ func realMain() int {
 		fmt.Fprintln(os.Stderr, "gateway:", err)
 		return 1
 	}
+	m.logStopped(context.Cause(ctx))
 	return 0
+}
+
+// logStopped ends the log with how the run ended, so that the exit 0 of a
+// Ctrl-C reads as the clean stop it is (and a drain that missed acks does
+// not).
+func (m *Main) logStopped(cause error) {
+	if m.drainedClean {
+		level.Info(m.logger).Log("msg", "stopped cleanly: pool drained, every event acked; exit 0", "cause", cause)
+		return
+	}
+	level.Warn(m.logger).Log("msg", "stopped without a clean drain (see above); exit 0", "cause", cause)
 }
