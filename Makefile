@@ -5,29 +5,48 @@ BIN     := bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: build run test lint bench tools clean
+.PHONY: build run test lint bench tools clean help
 
 ## build: the production binary, bin/gateway (no simulator, no embedded NATS)
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN)/gateway ./cmd/gateway
 	$(GO) build -o $(BIN)/discordsim ./cmd/discordsim
 
-## run: the demo — the real gateway against the in-process Discord simulator
+## run: the demo: the real gateway against the in-process Discord simulator
 ## and an embedded NATS JetStream server; /ready, /status, /metrics on :9090
-run:
-	$(GO) run -tags demo ./cmd/gateway
+## (HTTP_PORT=... moves them). Built into bin/gateway-demo and exec'd, so
+## Ctrl-C drains it and make exits 0 (go run would exit 1). CONSUL=1 also
+## starts a Consul dev agent (consul on PATH, else .tools/bin/consul, built
+## by make consul if missing): the demo registers and claims its pool there,
+## and /status shows the discovery block
+DEMO_BIN := $(BIN)/gateway-demo
+CONSUL ?=
+run: $(if $(filter-out 0,$(CONSUL)),demo-consul)
+	@echo "make run: building $(DEMO_BIN) (a minute the first time)"
+	$(GO) build -tags demo -o $(DEMO_BIN) ./cmd/gateway
+	@DEMO_CONSUL=$(CONSUL) exec ./$(DEMO_BIN)
+
+.PHONY: demo-consul
+demo-consul:
+	@test -n "$$CONSUL_BIN" || test -x $(CONSUL_TOOL) || command -v consul >/dev/null || $(MAKE) --no-print-directory consul
 
 ## test: every test, with the race detector (what CI runs)
 test: consul
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
 ## consul: the Consul agent the discovery tests run (consul agent -dev), built
-## once from the tools module .ci/consul into .tools/bin/consul (minutes the
-## first time; the tests fail without it)
-CONSUL_BIN := .tools/bin/consul
+## once from the tools module .ci/consul into .tools/bin/consul (about 3
+## minutes the first time, which it says; make test does it first)
+# Not CONSUL_BIN: that is the environment variable the tests and the demo
+# read, and a make variable of that name would override a user's.
+CONSUL_TOOL := .tools/bin/consul
 .PHONY: consul
 consul:
-	@test -x $(CONSUL_BIN) || (cd .ci/consul && $(GO) build -o ../../$(CONSUL_BIN) github.com/hashicorp/consul)
+	@test -x $(CONSUL_TOOL) || { \
+	  echo "make consul: building the Consul agent into $(CONSUL_TOOL), once: about 3 minutes on 2 cores, silent until done (later runs reuse it)"; \
+	  start=$$(date +%s); \
+	  (cd .ci/consul && $(GO) build -o ../../$(CONSUL_TOOL) github.com/hashicorp/consul) || exit 1; \
+	  echo "make consul: $(CONSUL_TOOL) built in $$(( $$(date +%s) - start ))s"; }
 
 ## lint: gofmt, go vet, staticcheck
 lint: tools
@@ -56,11 +75,20 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzScanner$$' -fuzztime $(FUZZTIME) ./service/event/jsonscan
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./cmd/gateway
 
+## tools: staticcheck, for make lint
 tools:
 	@test -x $$($(GO) env GOPATH)/bin/staticcheck || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
+## clean: remove bin/ (.tools/bin/consul stays)
 clean:
 	rm -rf $(BIN)
+
+## help: this list, from the Makefile's ## comments
+help:
+	@awk '/^## [a-z][a-z-]*:/ { sub(/^## /, ""); i = index($$0, ":"); \
+	    printf "%-14s%s\n", substr($$0, 1, i - 1), substr($$0, i + 1); doc = 1; next } \
+	  /^## / && doc { sub(/^## /, ""); printf "%-14s %s\n", "", $$0; next } \
+	  { doc = 0 }' $(MAKEFILE_LIST)
 
 ## image-binary: bin/gateway-image, built exactly as the Dockerfile's build
 ## stage builds /gateway (a test in deploy/ keeps them equal); prints its size

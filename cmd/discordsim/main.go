@@ -7,6 +7,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"os"
 	"os/signal"
@@ -35,6 +36,7 @@ func main() {
 		statsEvery     = flag.Duration("stats", 10*time.Second, "print stats this often (0 = never)")
 		verbose        = flag.Bool("v", false, "log every connection, identify, resume and violation")
 	)
+	flag.Usage = func() { usage(flag.CommandLine.Output(), *listen, *token) }
 	flag.Parse()
 
 	cfg := discordsim.Config{
@@ -62,6 +64,7 @@ func main() {
 	}
 	fmt.Printf("discordsim listening\n  REST base: %s\n  gateway:   %s\n  resume:    %s\n  token:     %s\n",
 		srv.APIURL(), srv.GatewayURL(), srv.ResumeURL(), *token)
+	fmt.Print(gatewaySettings(srv.APIURL(), *token))
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
@@ -95,4 +98,36 @@ func printStats(srv *discordsim.Server) {
 			log.Printf("  violation %s shard=%d: %s", v.Kind, v.Shard, v.Detail)
 		}
 	}
+}
+
+func usage(w io.Writer, listen, token string) {
+	fmt.Fprintf(w, `Usage: discordsim [flags]   (from the repository: go run ./cmd/discordsim [flags])
+
+Serves Discord's REST /api/v10/gateway/bot and the gateway websocket, so that
+a gateway runs against it instead of Discord. Give the gateway:
+  DISCORD_TOKEN     the token it expects (-token)
+  DISCORD_API_URL   its REST base, http://<-listen>/api/v10
+  NATS_URL          a NATS server with JetStream (nats-server -js); unset,
+                    the gateway runs in local mode (events logged and counted)
+It prints them, ready to paste, when it starts. With the defaults:
+%s
+By default a session gets READY and nothing more: -guilds and -rate make
+events flow (for example -shards 2 -guilds 5 -members 3 -rate 20).
+
+Flags:
+`, gatewaySettings("http://"+listen+"/api/v10", token))
+	flag.PrintDefaults()
+}
+
+// gatewaySettings is what a gateway needs to run against the simulator, as
+// shell lines to paste where the gateway will run.
+func gatewaySettings(apiURL, token string) string {
+	return fmt.Sprintf(`
+Run a gateway against it (another shell, in the repository):
+  export DISCORD_TOKEN='%s'
+  export DISCORD_API_URL='%s'
+  export NATS_URL=nats://127.0.0.1:4222   # nats-server -js; leave NATS_URL unset for local mode
+  export HTTP_HOST=127.0.0.1              # /ready, /status, /metrics on 127.0.0.1:9090
+  go build -o bin/gateway ./cmd/gateway && bin/gateway
+`, token, apiURL)
 }

@@ -8,11 +8,13 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"github.com/shardpool/gateway/discovery/consultest"
 	"github.com/shardpool/gateway/internal/discordsim"
 )
 
@@ -60,6 +62,10 @@ func startDemo(getenv func(string) string) (func(string) string, func()) {
 		"NATS_URL":        ns.ClientURL(),
 		"HTTP_HOST":       "127.0.0.1",
 	}
+	stopConsul := func() {}
+	if v := getenv("DEMO_CONSUL"); v != "" && v != "0" {
+		defaults["CONSUL_HTTP_ADDR"], stopConsul = startDemoConsul()
+	}
 	env := func(k string) string {
 		if v := getenv(k); v != "" {
 			return v
@@ -67,11 +73,27 @@ func startDemo(getenv func(string) string) (func(string) string, func()) {
 		return defaults[k]
 	}
 	return env, func() {
+		stopConsul()
 		stopTally()
 		ns.Shutdown()
 		sim.Close()
 		os.RemoveAll(dir)
 	}
+}
+
+// startDemoConsul starts a Consul dev agent (make run CONSUL=1) as the tests
+// do, in a process group of its own: the Ctrl-C that drains the gateway does
+// not reach it, so the hand-off and the deregistration still find it. The
+// gateway then registers, claims its pool and shows it in /status.
+func startDemoConsul() (addr string, stop func()) {
+	agent, err := consultest.StartAgentWith(&syscall.SysProcAttr{Setpgid: true})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "demo: consul:", err)
+		os.Exit(1)
+	}
+	fmt.Fprintf(os.Stderr, "demo: Consul dev agent at http://%s (UI: http://%s/ui): the gateway registers there and claims its pool; /status shows the discovery block\n",
+		agent.Addr, agent.Addr)
+	return agent.Addr, agent.Stop
 }
 
 // tally subscribes to everything the gateway publishes and prints counts per

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,6 +34,7 @@ type Agent struct {
 
 	bin    string
 	args   []string
+	attr   *syscall.SysProcAttr
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	out    *lockedBuffer
@@ -88,7 +90,13 @@ func Start(tb testing.TB) *Agent {
 }
 
 // StartAgent starts an agent; the caller stops it (TestMain).
-func StartAgent() (*Agent, error) {
+func StartAgent() (*Agent, error) { return StartAgentWith(nil) }
+
+// StartAgentWith starts an agent with attr as its process attributes; the
+// caller stops it. The demo (make run CONSUL=1) puts the agent in a process
+// group of its own, so that the terminal's Ctrl-C drains the gateway while
+// Consul is still there to take its hand-off and deregistration.
+func StartAgentWith(attr *syscall.SysProcAttr) (*Agent, error) {
 	bin, err := Binary()
 	if err != nil {
 		return nil, err
@@ -106,6 +114,7 @@ func StartAgent() (*Agent, error) {
 			Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])),
 			Node: "consultest-" + strconv.Itoa(ports[0]),
 			bin:  bin,
+			attr: attr,
 		}
 		a.args = []string{"agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
 			"-http-port", strconv.Itoa(ports[0]), "-serf-lan-port", strconv.Itoa(ports[1]),
@@ -131,6 +140,7 @@ func (a *Agent) start() error {
 	a.out = &lockedBuffer{}
 	cmd := exec.Command(a.bin, a.args...)
 	cmd.Stdout, cmd.Stderr = a.out, a.out
+	cmd.SysProcAttr = a.attr
 	if err := cmd.Start(); err != nil {
 		a.mu.Unlock()
 		return fmt.Errorf("start consul: %w", err)
