@@ -603,7 +603,9 @@ func (m *Member) Readiness(ctx context.Context) service.Readiness {
 		r.Ready = r.Ready && !m.draining.Load()
 		return r
 	}
-	return service.Readiness{PoolID: -1, NATSConnected: m.cfg.Broker != nil && m.cfg.Broker.Connected()}
+	r := service.Readiness{PoolID: -1}
+	r.ReportBroker(m.cfg.Broker)
+	return r
 }
 
 // Status implements service.Service: the pool's status (a fenced pool's
@@ -637,9 +639,9 @@ func (m *Member) Status(ctx context.Context) (service.Status, error) {
 	} else {
 		st = service.Status{
 			PoolID: -1, State: role, FirstShard: -1, LastShard: -1, TotalShards: m.cfg.TotalShards,
-			LocalMode: m.cfg.Broker == nil, NATSConnected: m.cfg.Broker != nil && m.cfg.Broker.Connected(),
 			Shards: []service.ShardStatus{},
 		}
+		st.ReportBroker(m.cfg.Broker)
 		if m.cfg.Publish != nil {
 			st.Publish.BufferEvents, st.Publish.BufferBytes = m.cfg.Publish.Len()
 		}

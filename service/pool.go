@@ -23,10 +23,25 @@ type PublishPath interface {
 	Len() (events int, bytes int64)
 }
 
-// Broker reports the message broker's connection state; nil in local mode.
+// Broker reports the message broker's state; nil in local mode.
 type Broker interface {
+	// Connected reports whether the connection is up.
 	Connected() bool
+	// JetStream reports whether the server the connection is up to has
+	// JetStream: JetStreamEnabled, JetStreamNotEnabled, or
+	// JetStreamUnknown until it has answered.
+	JetStream() string
+	// LastError returns the last error of the connection or of JetStream on
+	// it, free of secrets, and when it happened; "" if there was none.
+	LastError() (string, time.Time)
 }
+
+// What Broker.JetStream reports.
+const (
+	JetStreamEnabled    = "enabled"
+	JetStreamNotEnabled = "not enabled"
+	JetStreamUnknown    = "unknown"
+)
 
 // BreakerState names the circuit breaker's state for /status.
 type BreakerState interface {
@@ -130,16 +145,19 @@ func (p *Pool) Run(ctx context.Context) error {
 }
 
 // Readiness implements Service: ready when not draining, at least one shard
-// is READY and the broker is connected (or there is none: local mode).
+// is READY and the broker is connected to a server with JetStream (or there
+// is none: local mode). Connected alone is not enough: a server without
+// JetStream takes every publish and stores none.
 func (p *Pool) Readiness(context.Context) Readiness {
-	r := Readiness{PoolID: p.cfg.PoolID, ShardsTotal: len(p.shards), NATSConnected: p.natsConnected()}
+	r := Readiness{PoolID: p.cfg.PoolID, ShardsTotal: len(p.shards)}
+	r.ReportBroker(p.cfg.Broker)
 	for _, s := range p.shards {
 		if s.Ready() {
 			r.ShardsReady++
 		}
 		r.GuildsTotal += s.Guilds()
 	}
-	r.Ready = !p.draining.Load() && r.ShardsReady > 0 && (p.cfg.Broker == nil || r.NATSConnected)
+	r.Ready = !p.draining.Load() && r.ShardsReady > 0 && r.brokerUsable(p.cfg.Broker)
 	return r
 }
 
@@ -154,23 +172,18 @@ func (p *Pool) ShardsReady() int {
 	return n
 }
 
-func (p *Pool) natsConnected() bool {
-	return p.cfg.Broker != nil && p.cfg.Broker.Connected()
-}
-
 // Status implements Service.
 func (p *Pool) Status(ctx context.Context) (Status, error) {
 	r := p.Readiness(ctx)
 	st := Status{
-		PoolID:        p.cfg.PoolID,
-		State:         p.state.Load().(string),
-		Ready:         r.Ready,
-		FirstShard:    p.cfg.FirstShard,
-		LastShard:     p.cfg.FirstShard + p.cfg.Count - 1,
-		TotalShards:   p.cfg.TotalShards,
-		LocalMode:     p.cfg.Broker == nil,
-		NATSConnected: r.NATSConnected,
+		PoolID:      p.cfg.PoolID,
+		State:       p.state.Load().(string),
+		Ready:       r.Ready,
+		FirstShard:  p.cfg.FirstShard,
+		LastShard:   p.cfg.FirstShard + p.cfg.Count - 1,
+		TotalShards: p.cfg.TotalShards,
 	}
+	st.ReportBroker(p.cfg.Broker)
 	st.Publish.BufferEvents, st.Publish.BufferBytes = p.cfg.Publish.Len()
 	if p.cfg.Breaker != nil {
 		st.Publish.Breaker = p.cfg.Breaker().String()

@@ -33,16 +33,24 @@ const (
 
 // Status is the body of GET /status. It never holds a secret.
 type Status struct {
-	PoolID        int           `json:"pool_id"`
-	State         string        `json:"state"`
-	Ready         bool          `json:"ready"`
-	FirstShard    int           `json:"first_shard"`
-	LastShard     int           `json:"last_shard"`
-	TotalShards   int           `json:"total_shards"`
-	LocalMode     bool          `json:"local_mode"`
-	NATSConnected bool          `json:"nats_connected"`
-	Publish       PublishStatus `json:"publish"`
-	Shards        []ShardStatus `json:"shards"`
+	PoolID        int    `json:"pool_id"`
+	State         string `json:"state"`
+	Ready         bool   `json:"ready"`
+	FirstShard    int    `json:"first_shard"`
+	LastShard     int    `json:"last_shard"`
+	TotalShards   int    `json:"total_shards"`
+	LocalMode     bool   `json:"local_mode"`
+	NATSConnected bool   `json:"nats_connected"`
+	// JetStream is JetStreamEnabled, JetStreamNotEnabled or
+	// JetStreamUnknown; absent in local mode.
+	JetStream string `json:"jetstream,omitempty"`
+	// NATSLastError is the last error of the NATS connection (credentials
+	// redacted) or of JetStream on it, and NATSLastErrorAt when it
+	// happened; absent while there was none. It stays after a recovery.
+	NATSLastError   string        `json:"nats_last_error,omitempty"`
+	NATSLastErrorAt *time.Time    `json:"nats_last_error_at,omitempty"`
+	Publish         PublishStatus `json:"publish"`
+	Shards          []ShardStatus `json:"shards"`
 	// Discovery is the instance's place in a fleet coordinated through a
 	// discovery service (Consul); absent when there is none.
 	Discovery *Membership `json:"discovery,omitempty"`
@@ -92,7 +100,35 @@ type Readiness struct {
 	ShardsTotal   int  `json:"shards_total"`
 	ShardsReady   int  `json:"shards_ready"`
 	NATSConnected bool `json:"nats_connected"`
-	GuildsTotal   int  `json:"guilds_total"`
+	// JetStream is as in Status: not ready unless JetStreamEnabled.
+	JetStream   string `json:"jetstream,omitempty"`
+	GuildsTotal int    `json:"guilds_total"`
+}
+
+// ReportBroker fills in the broker's fields: nothing in local mode (nil).
+func (r *Readiness) ReportBroker(b Broker) {
+	if b != nil {
+		r.NATSConnected, r.JetStream = b.Connected(), b.JetStream()
+	}
+}
+
+// brokerUsable reports whether events can be published as r saw the
+// broker: connected to a server with JetStream, or local mode.
+func (r Readiness) brokerUsable(b Broker) bool {
+	return b == nil || r.NATSConnected && r.JetStream == JetStreamEnabled
+}
+
+// ReportBroker fills in the broker's fields of the status; in local mode
+// (nil) only LocalMode.
+func (st *Status) ReportBroker(b Broker) {
+	st.LocalMode = b == nil
+	if b == nil {
+		return
+	}
+	st.NATSConnected, st.JetStream = b.Connected(), b.JetStream()
+	if msg, at := b.LastError(); msg != "" {
+		st.NATSLastError, st.NATSLastErrorAt = msg, &at
+	}
 }
 
 // DrainResult is the body of POST /drain.

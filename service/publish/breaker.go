@@ -2,6 +2,7 @@ package publish
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/go-kit/log"
@@ -49,6 +50,9 @@ type BreakerConfig struct {
 	// Probes is how many events half-open lets through; that many
 	// consecutive acks close it.
 	Probes uint32
+	// LogEvery bounds the lines about an outage's repeated flips; 0 means
+	// 30s.
+	LogEvery time.Duration
 }
 
 // NewBreaker builds the breaker; transitions are logged and exported.
@@ -65,6 +69,10 @@ func NewBreaker(cfg BreakerConfig, m *BreakerMetrics, logger log.Logger) *Breake
 	if cfg.Probes == 0 {
 		cfg.Probes = 5
 	}
+	if cfg.LogEvery == 0 {
+		cfg.LogEvery = 30 * time.Second
+	}
+	transitions := &transitionLog{logger: logger, every: cfg.LogEvery}
 	if m != nil {
 		m.State.WithLabelValues(cfg.Name).Set(float64(gobreaker.StateClosed))
 	}
@@ -81,13 +89,55 @@ func NewBreaker(cfg BreakerConfig, m *BreakerMetrics, logger log.Logger) *Breake
 				m.State.WithLabelValues(name).Set(float64(to))
 				m.Transitions.WithLabelValues(from.String(), to.String()).Inc()
 			}
-			lvl := level.Warn
-			if to == gobreaker.StateClosed {
-				lvl = level.Info
-			}
-			lvl(logger).Log("msg", "circuit breaker state changed", "breaker", name, "from", from.String(), "to", to.String())
+			transitions.log(name, from, to)
 		},
 	})
+}
+
+// transitionLog logs the breaker's state changes. While the broker stays
+// down the breaker flips open, half-open and open again every OpenTimeout,
+// two lines every 2 s that say nothing new; so each kind of flip is logged
+// once per outage, and the rest are summed up at most once per every. The
+// close that ends the outage is always logged, with the flips not logged.
+type transitionLog struct {
+	logger log.Logger
+	every  time.Duration
+
+	mu       sync.Mutex
+	seen     map[[2]gobreaker.State]bool // kinds logged since the last close
+	unlogged int                         // flips since the last line
+	last     time.Time                   // of the last line
+}
+
+func (l *transitionLog) log(name string, from, to gobreaker.State) {
+	l.mu.Lock()
+	now := time.Now()
+	lvl := level.Warn
+	kv := []any{"msg", "circuit breaker state changed", "breaker", name, "from", from.String(), "to", to.String()}
+	switch kind := [2]gobreaker.State{from, to}; {
+	case to == gobreaker.StateClosed:
+		lvl = level.Info
+		if l.unlogged > 0 {
+			kv = append(kv, "unlogged_flips", l.unlogged)
+		}
+		l.seen, l.unlogged = nil, 0
+	case !l.seen[kind]:
+		if l.seen == nil {
+			l.seen = map[[2]gobreaker.State]bool{}
+		}
+		l.seen[kind] = true
+	case now.Sub(l.last) >= l.every:
+		kv = []any{"msg", "circuit breaker keeps reopening: publishing still fails", "breaker", name, "state", to.String(),
+			"flips", l.unlogged + 1, "since_last_line", now.Sub(l.last).Round(time.Second)}
+		l.unlogged = 0
+	default:
+		l.unlogged++
+		l.mu.Unlock()
+		return
+	}
+	l.last = now
+	l.mu.Unlock()
+	lvl(l.logger).Log(kv...)
 }
 
 // CircuitBreaker refuses events while cb is open (or half-open and out of

@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-kit/log"
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -34,7 +33,7 @@ func connectWith(t *testing.T, url string, a Auth) error {
 		return err
 	}
 	opts = append(opts, nats.RetryOnFailedConnect(false), nats.MaxReconnects(0), nats.Timeout(3*time.Second))
-	nc, err := Connect(url, "auth-test", log.NewNopLogger(), nil, opts...)
+	nc, err := Connect(url, "auth-test", nil, opts...)
 	if err != nil {
 		return err
 	}

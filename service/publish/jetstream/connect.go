@@ -5,8 +5,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-kit/log"
-	"github.com/go-kit/log/level"
 	"github.com/nats-io/nats.go"
 )
 
@@ -18,56 +16,32 @@ const ReconnectWait = time.Second
 
 // Connect connects to the NATS servers at url (a comma-separated list) as
 // name, and keeps reconnecting forever, also when no server is reachable at
-// start: it fails only on an invalid url or option. onState, if not nil, is
-// called with true on connect and reconnect, and false on disconnect and
-// close. extra options are applied last, so they override these.
+// start: it fails only on an invalid url or option. mon (nil: a silent one)
+// logs the connection's life and keeps its last error. extra options are
+// applied last, so they override these.
 //
 // The client's reconnect buffer is disabled: while disconnected, a publish
 // fails at once instead of sitting in a buffer the publish path cannot see,
 // and the circuit breaker and buffer above the Publisher take over.
 //
-// Credentials in url never reach a log line or the returned error.
-func Connect(url, name string, logger log.Logger, onState func(connected bool), extra ...nats.Option) (*nats.Conn, error) {
-	state := func(connected bool) {
-		if onState != nil {
-			onState(connected)
-		}
+// Credentials in url never reach a log line, mon or the returned error.
+func Connect(url, name string, mon *Monitor, extra ...nats.Option) (*nats.Conn, error) {
+	if mon == nil {
+		mon = &Monitor{}
 	}
+	mon.watch(url)
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(ReconnectWait),
 		nats.RetryOnFailedConnect(true),
 		nats.ReconnectBufSize(-1),
-		nats.ConnectHandler(func(nc *nats.Conn) {
-			level.Info(logger).Log("msg", "NATS connected", "url", RedactURL(nc.ConnectedUrl()), "server", nc.ConnectedServerName())
-			state(true)
-		}),
-		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
-			if err != nil {
-				level.Warn(logger).Log("msg", "NATS disconnected; reconnecting", "err", err)
-			} else {
-				level.Info(logger).Log("msg", "NATS disconnected")
-			}
-			state(false)
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) {
-			level.Info(logger).Log("msg", "NATS reconnected", "url", RedactURL(nc.ConnectedUrl()), "server", nc.ConnectedServerName())
-			state(true)
-		}),
-		nats.ClosedHandler(func(nc *nats.Conn) {
-			level.Info(logger).Log("msg", "NATS connection closed")
-			state(false)
-		}),
-		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
-			// Asynchronous protocol errors: a slow consumer on the ack
-			// subscription, a permissions violation on publish, ...
-			kv := []any{"msg", "NATS error", "err", err}
-			if sub != nil {
-				kv = append(kv, "subject", sub.Subject)
-			}
-			level.Error(logger).Log(kv...)
-		}),
+		nats.ConnectHandler(func(nc *nats.Conn) { mon.connected(nc, "NATS connected") }),
+		nats.ReconnectHandler(func(nc *nats.Conn) { mon.connected(nc, "NATS reconnected") }),
+		nats.DisconnectErrHandler(mon.disconnected),
+		nats.ReconnectErrHandler(mon.attemptFailed),
+		nats.ClosedHandler(mon.closed),
+		nats.ErrorHandler(mon.asyncError),
 	}
 	nc, err := nats.Connect(url, append(opts, extra...)...)
 	if err != nil {
@@ -76,6 +50,9 @@ func Connect(url, name string, logger log.Logger, onState func(connected bool), 
 			msg: fmt.Sprintf("nats: connect to %s: %s", RedactURL(url), strings.ReplaceAll(err.Error(), url, RedactURL(url))),
 			err: err,
 		}
+	}
+	if !nc.IsConnected() {
+		mon.startOutage()
 	}
 	return nc, nil
 }
@@ -99,16 +76,31 @@ func RedactURL(urls string) string {
 	}
 	parts := strings.Split(urls, ",")
 	for i, u := range parts {
-		authority := 0
-		if j := strings.Index(u, "://"); j >= 0 {
-			authority = j + len("://")
-		}
-		// Everything up to the last '@' goes, not just up to the first
-		// '/': a password may hold an unescaped '/' or '@', and NATS URLs
-		// have no path whose '@' this could over-redact.
-		if at := strings.LastIndexByte(u[authority:], '@'); at >= 0 {
-			parts[i] = u[:authority] + "redacted" + u[authority+at:]
+		a := authority(u)
+		if at := strings.LastIndexByte(u[a:], '@'); at >= 0 {
+			parts[i] = u[:a] + "redacted" + u[a+at:]
 		}
 	}
 	return strings.Join(parts, ",")
+}
+
+// userInfo returns the user information of a URL (user:password, a token,
+// an nkey): everything up to the last '@', not just up to the first '/', as
+// a password may hold an unescaped '/' or '@', and NATS URLs have no path
+// whose '@' this could take.
+func userInfo(u string) string {
+	a := authority(u)
+	if at := strings.LastIndexByte(u[a:], '@'); at >= 0 {
+		return u[a : a+at]
+	}
+	return ""
+}
+
+// authority returns where a URL's authority starts: after "scheme://", or
+// at 0 without a scheme.
+func authority(u string) int {
+	if j := strings.Index(u, "://"); j >= 0 {
+		return j + len("://")
+	}
+	return 0
 }

@@ -62,7 +62,7 @@ func TestConnectReportsStateAndReconnects(t *testing.T) {
 
 	var logs logBuffer
 	var states stateRecorder
-	nc, err := Connect(url, "test", logs.logger(), states.record)
+	nc, err := Connect(url, "test", &Monitor{Logger: logs.logger(), OnState: states.record})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestConnectKeepsTryingWhenNoServerIsUp(t *testing.T) {
 	s.Shutdown()
 
 	var states stateRecorder
-	nc, err := Connect(s.ClientURL(), "test", (&logBuffer{}).logger(), states.record)
+	nc, err := Connect(s.ClientURL(), "test", &Monitor{Logger: (&logBuffer{}).logger(), OnState: states.record})
 	if err != nil {
 		t.Fatalf("Connect with no server up = %v; want a connection that retries", err)
 	}
@@ -109,7 +109,7 @@ func TestConnectKeepsTryingWhenNoServerIsUp(t *testing.T) {
 }
 
 func TestConnectKeepsPasswordsOutOfErrors(t *testing.T) {
-	_, err := Connect("nats://user:hunter2secret@host:notaport", "test", (&logBuffer{}).logger(), nil)
+	_, err := Connect("nats://user:hunter2secret@host:notaport", "test", &Monitor{Logger: (&logBuffer{}).logger()})
 	if err == nil {
 		t.Fatal("Connect accepted an invalid URL")
 	}

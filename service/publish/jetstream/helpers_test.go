@@ -21,7 +21,7 @@ var withoutJetStream = natstest.WithoutJetStream()
 // connect connects through Connect, closed at the end of the test.
 func connect(t testing.TB, s *natstest.Server, logger log.Logger) *nats.Conn {
 	t.Helper()
-	nc, err := Connect(s.ClientURL(), t.Name(), logger, nil)
+	nc, err := Connect(s.ClientURL(), t.Name(), &Monitor{Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}

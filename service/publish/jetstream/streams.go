@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -69,15 +70,68 @@ func Streams(cfg StreamConfig) []jetstream.StreamConfig {
 	}
 }
 
+// NotEnabledError says that the NATS server, or the connection's account on
+// it, has no JetStream, and how to turn it on. It unwraps to the client's
+// jetstream.ErrJetStreamNotEnabled or ErrJetStreamNotEnabledForAccount.
+type NotEnabledError struct {
+	// Server is the URL of the server asked, credentials redacted.
+	Server string
+	// Account is true when the server runs JetStream but not for the
+	// connection's account.
+	Account bool
+	err     error
+}
+
+func (e *NotEnabledError) Error() string {
+	if e.Account {
+		return "JetStream is not enabled for this account on the NATS server " + e.Server +
+			": enable it for the account (jetstream: enabled in its block of the server configuration, or JetStream limits in its JWT)"
+	}
+	return "JetStream is not enabled on the NATS server " + e.Server +
+		": start the server with -js (nats-server -js), or add jetstream {} to its configuration file"
+}
+
+func (e *NotEnabledError) Unwrap() error { return e.err }
+
+// CheckJetStream asks the server for the account's JetStream information.
+// It returns nil when JetStream answers, a *NotEnabledError when the server
+// or the account has none (the request then finds no responders, or an
+// error saying so), or else the request's error (not connected, a timeout).
+func CheckJetStream(ctx context.Context, js jetstream.JetStream) error {
+	_, err := js.AccountInfo(ctx)
+	return notEnabled(js, err)
+}
+
+// notEnabled turns err into a *NotEnabledError when it says that JetStream
+// is off, and returns it as it is otherwise.
+func notEnabled(js jetstream.JetStream, err error) error {
+	var e *NotEnabledError
+	switch {
+	case errors.As(err, &e):
+		return err
+	case errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount):
+		return &NotEnabledError{Server: RedactURL(js.Conn().ConnectedUrl()), Account: true, err: err}
+	case errors.Is(err, jetstream.ErrJetStreamNotEnabled),
+		// Without JetStream nobody serves the JetStream API.
+		errors.Is(err, nats.ErrNoResponders):
+		return &NotEnabledError{Server: RedactURL(js.Conn().ConnectedUrl()), err: jetstream.ErrJetStreamNotEnabled}
+	}
+	return err
+}
+
 // EnsureStreams creates the streams of Streams(cfg) that are missing and
 // updates those whose settings differ, leaving settings Streams does not
 // define as they are. A stream whose storage type differs is used as it is,
 // with a warning, because NATS cannot change storage in place (the stream
 // would have to be deleted, losing its messages); its other settings are
-// still updated.
+// still updated. Without JetStream it fails with a *NotEnabledError.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig, logger log.Logger) error {
 	for _, want := range Streams(cfg) {
 		if err := ensureStream(ctx, js, want, logger); err != nil {
+			var off *NotEnabledError
+			if err := notEnabled(js, err); errors.As(err, &off) {
+				return err // about the server, not this stream
+			}
 			return fmt.Errorf("stream %s: %w", want.Name, err)
 		}
 	}

@@ -2,11 +2,14 @@ package jetstream
 
 import (
 	"context"
+	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-kit/log"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/shardpool/gateway/internal/natstest"
@@ -155,11 +158,78 @@ func TestEnsureStreamsReportsAnImpossibleConfiguration(t *testing.T) {
 	}
 }
 
-func TestEnsureStreamsFailsWithoutJetStream(t *testing.T) {
-	js := newJetStream(t, connect(t, natstest.Run(t, withoutJetStream), log.NewNopLogger()))
+func TestEnsureStreamsFailsWithoutJetStreamSayingHowToEnableIt(t *testing.T) {
+	s := natstest.Run(t, withoutJetStream)
+	js := newJetStream(t, connect(t, s, log.NewNopLogger()))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := EnsureStreams(ctx, js, StreamConfig{Storage: jetstream.FileStorage}, log.NewNopLogger()); err == nil {
-		t.Error("EnsureStreams succeeded without JetStream")
+	err := EnsureStreams(ctx, js, StreamConfig{Storage: jetstream.FileStorage}, log.NewNopLogger())
+	want := "JetStream is not enabled on the NATS server " + s.ClientURL() +
+		": start the server with -js (nats-server -js), or add jetstream {} to its configuration file"
+	if err == nil || err.Error() != want {
+		t.Fatalf("err = %v\nwant %s", err, want)
+	}
+	if !errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
+		t.Errorf("%v does not unwrap to jetstream.ErrJetStreamNotEnabled", err)
+	}
+}
+
+func TestCheckJetStream(t *testing.T) {
+	// One server with JetStream, where account B has none.
+	withAccounts := natstest.WithOptions(func(o *server.Options) {
+		a, b := server.NewAccount("A"), server.NewAccount("B")
+		o.Accounts = []*server.Account{a, b}
+		o.Users = []*server.User{{Username: "a", Password: "pa", Account: a}, {Username: "b", Password: "hunter2secret", Account: b}}
+	})
+	s := natstest.Run(t, withAccounts)
+	enableFor := func(acc string) {
+		a, err := s.NATS().LookupAccount(acc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.EnableJetStream(nil, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	enableFor("A")
+	plain := natstest.Run(t, withoutJetStream)
+	port := strconv.Itoa(s.Port())
+
+	cases := []struct {
+		name, url, want string
+		unwrapsTo       error
+	}{
+		{"enabled", "nats://a:pa@127.0.0.1:" + port, "", nil},
+		{"not for the account", "nats://b:hunter2secret@127.0.0.1:" + port,
+			"JetStream is not enabled for this account on the NATS server nats://redacted@127.0.0.1:" + port +
+				": enable it for the account (jetstream: enabled in its block of the server configuration, or JetStream limits in its JWT)",
+			jetstream.ErrJetStreamNotEnabledForAccount},
+		{"not on the server", plain.ClientURL(),
+			"JetStream is not enabled on the NATS server " + plain.ClientURL() +
+				": start the server with -js (nats-server -js), or add jetstream {} to its configuration file",
+			jetstream.ErrJetStreamNotEnabled},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			nc, err := Connect(tc.url, t.Name(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			waitFor(t, "connected", nc.IsConnected)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			err = CheckJetStream(ctx, newJetStream(t, nc))
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			var off *NotEnabledError
+			if !errors.As(err, &off) || err.Error() != tc.want || !errors.Is(err, tc.unwrapsTo) {
+				t.Fatalf("err = %v\nwant %s", err, tc.want)
+			}
+		})
 	}
 }
