@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-kit/log"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shardpool/gateway/internal/discordsim"
@@ -35,27 +34,13 @@ type shardRun struct {
 // READY.
 func runShard(t *testing.T, compression string, limits Limits) *shardRun {
 	t.Helper()
-	sim := discordsim.New(discordsim.Config{})
-	if err := sim.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sim.Close)
+	sim := startSim(t, discordsim.Config{})
 	r := &shardRun{sim: sim, reg: prometheus.NewRegistry(), pub: &recordingPublisher{}}
 	r.metrics = NewMetrics(r.reg)
-	r.shard = New(Config{
-		ID: 0, Total: 1, Token: discordsim.DefaultToken, GatewayURL: sim.GatewayURL(), Compression: compression,
-		Limits: limits, Backoff: Backoff{Base: 10 * time.Millisecond, Max: 100 * time.Millisecond},
-		Identify:  NewBucketLimiter(1, 50*time.Millisecond),
-		Publisher: r.pub,
-		Metrics:   r.metrics,
-		Logger:    log.NewNopLogger(),
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); r.shard.Run(ctx) }()
-	// Registered after sim.Close, so it runs first: the shard stops before
-	// the simulator goes away.
-	t.Cleanup(func() { cancel(); <-done })
+	r.shard = startShard(t, Config{
+		GatewayURL: sim.GatewayURL(), Compression: compression, Limits: limits,
+		Publisher: r.pub, Metrics: r.metrics,
+	}).shard
 	waitShard(t, "ready", r.shard.Ready)
 	return r
 }

@@ -275,10 +275,10 @@ type Session struct {
 	dialURL   string // where the current or last connection was dialed
 	connected bool   // a connection is open (Dialed, not yet Closed)
 	hello     bool   // the current connection said HELLO
-	healthy  bool   // the current connection reached READY or RESUMED
-	attempt  int    // connections since the last healthy one, for backoff
-	closing  *Dial  // the session closed the connection: what comes next
-	stopping bool   // Shutdown: the next Closed ends the shard
+	healthy   bool   // the current connection reached READY or RESUMED
+	attempt   int    // connections since the last healthy one, for backoff
+	closing   *Dial  // the session closed the connection: what comes next
+	stopping  bool   // Shutdown: the next Closed ends the shard
 
 	beats   uint64 // heartbeats sent on this connection
 	acked   uint64 // ACKs received on this connection

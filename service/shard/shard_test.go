@@ -48,6 +48,8 @@ func startShard(t *testing.T, cfg Config) *driverRun {
 		cfg.Metrics = NewMetrics(prometheus.NewRegistry())
 	}
 	cfg.Logger = log.NewNopLogger()
+	// Registered after the simulator's cleanup, so it runs first: the shard
+	// stops before the simulator goes away.
 	r := &driverRun{shard: New(cfg), done: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
@@ -70,17 +72,6 @@ func startSim(t *testing.T, cfg discordsim.Config) *discordsim.Server {
 	}
 	t.Cleanup(sim.Close)
 	return sim
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func waitCtx(t *testing.T) context.Context {
@@ -150,7 +141,7 @@ func TestStoppingUnderBackpressureLeavesNoGoroutine(t *testing.T) {
 func TestDeadResumeURLIsResumedOnTheMainGatewayURL(t *testing.T) {
 	sim := startSim(t, discordsim.Config{})
 	first := startShard(t, Config{GatewayURL: sim.GatewayURL()})
-	waitFor(t, "READY", first.shard.Ready)
+	waitShard(t, "READY", first.shard.Ready)
 	first.stop()
 	h := first.shard.Handoff()
 	if h == nil {
