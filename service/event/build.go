@@ -63,6 +63,11 @@ func Build(shardID int, sessionID string, seq int64, t string, d []byte, receive
 	if !ok {
 		return nil, false, nil
 	}
+	return build(eventType, subject, shardID, sessionID, seq, t, d, receivedAt)
+}
+
+// build is Build once the route is known (Router.Build shares it).
+func build(eventType, subject string, shardID int, sessionID string, seq int64, t string, d []byte, receivedAt time.Time) (ev *Event, publish bool, err error) {
 	r, err := scan(t, d)
 	if err != nil {
 		return nil, false, err
