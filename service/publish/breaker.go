@@ -84,6 +84,11 @@ func NewBreaker(cfg BreakerConfig, m *BreakerMetrics, logger log.Logger) *Breake
 		ReadyToTrip: func(c gobreaker.Counts) bool {
 			return c.ConsecutiveFailures >= cfg.ConsecutiveFailures
 		},
+		// An event refused for the message itself says nothing about the
+		// broker (which answered): neither a failure that trips the
+		// breaker, nor a success, nor a half-open probe's verdict (its
+		// slot is given back).
+		IsExcluded: IsRejected,
 		OnStateChange: func(name string, from, to gobreaker.State) {
 			if m != nil {
 				m.State.WithLabelValues(name).Set(float64(to))

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shardpool/gateway/service/event"
@@ -24,16 +26,24 @@ type BufferConfig struct {
 	MaxEvents int
 	MaxBytes  int64
 	// RetryWait is the pause after the next layer refused an event (breaker
-	// open, NATS disconnected) before it is offered again.
+	// open, NATS disconnected) before it is offered again, and the first
+	// pause after a failed ack.
 	RetryWait time.Duration
-	Metrics   *BufferMetrics
+	// MaxRetryWait caps the pause after failed acks, which doubles while
+	// the acks keep failing (default 2 s).
+	MaxRetryWait time.Duration
+	Metrics      *BufferMetrics
+	// Logger logs the events dropped (error) or truncated (warn) because
+	// the broker refused them for the message itself.
+	Logger log.Logger
 }
 
-// BufferMetrics are the buffer's gauges and backpressure counter.
+// BufferMetrics are the buffer's gauges, backpressure and drop counters.
 type BufferMetrics struct {
 	Events       prometheus.Gauge
 	Bytes        prometheus.Gauge
 	Backpressure *prometheus.CounterVec // shard_id
+	Dropped      *prometheus.CounterVec // shard_id, reason
 }
 
 // NewBufferMetrics creates and registers the buffer metrics.
@@ -51,8 +61,12 @@ func NewBufferMetrics(reg prometheus.Registerer) *BufferMetrics {
 			Name: "gateway_backpressure_seconds_total",
 			Help: "Time a shard spent paused (not reading its socket) because the publish buffer was full.",
 		}, []string{"shard_id"}),
+		Dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_events_dropped_total",
+			Help: "Events dropped because JetStream refused them for the message itself, whole and then in compact form (reason: too_large, refused); their shard's resume point moved past them.",
+		}, []string{"shard_id", "reason"}),
 	}
-	reg.MustRegister(m.Events, m.Bytes, m.Backpressure)
+	reg.MustRegister(m.Events, m.Bytes, m.Backpressure, m.Dropped)
 	return m
 }
 
@@ -60,9 +74,16 @@ func NewBufferMetrics(reg prometheus.Registerer) *BufferMetrics {
 // feeds the next Publisher from one goroutine, retries every failed or
 // refused event in its original order, and blocks its callers when full so
 // that shards stop reading their sockets instead of dropping events.
+//
+// The one exception is an event the broker refuses for the message itself
+// (a *RejectedError): it is published once more in compact form, and if
+// that is refused too it is dropped, counted and logged, and its done gets
+// nil so that its shard's resume point moves past it. Retried as it is, it
+// would be refused forever and hold back its shard and the drain.
 type Buffer struct {
-	next Publisher
-	cfg  BufferConfig
+	next   Publisher
+	cfg    BufferConfig
+	logger log.Logger
 
 	mu      sync.Mutex
 	queue   []*item // FIFO; queue[head:] is live
@@ -71,6 +92,7 @@ type Buffer struct {
 	events  int
 	bytes   int64
 	ticket  uint64
+	pause   pause         // spaces out retries after failed acks
 	wake    chan struct{} // sender wake-up, cap 1
 	space   chan struct{} // closed and replaced whenever room frees up
 	idle    chan struct{} // closed and replaced whenever events drops to 0
@@ -80,10 +102,12 @@ type Buffer struct {
 }
 
 type item struct {
-	ticket uint64
-	ev     *event.Event
-	done   Done
-	size   int64
+	ticket  uint64
+	ev      *event.Event
+	done    Done
+	size    int64     // of the event as accepted; ev may be compacted later
+	compact bool      // ev is the compact form of the event accepted
+	sent    time.Time // of the latest attempt
 }
 
 // NewBuffer starts a buffer in front of next. Close stops it.
@@ -91,9 +115,16 @@ func NewBuffer(next Publisher, cfg BufferConfig) *Buffer {
 	if cfg.RetryWait <= 0 {
 		cfg.RetryWait = 100 * time.Millisecond
 	}
+	if cfg.MaxRetryWait <= 0 {
+		cfg.MaxRetryWait = 2 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = log.NewNopLogger()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Buffer{
-		next: next, cfg: cfg,
+		next: next, cfg: cfg, logger: cfg.Logger,
+		pause:   pause{min: cfg.RetryWait, max: max(cfg.MaxRetryWait, cfg.RetryWait)},
 		wake:    make(chan struct{}, 1),
 		space:   make(chan struct{}),
 		idle:    make(chan struct{}),
@@ -187,6 +218,9 @@ func (b *Buffer) take() *item {
 func (b *Buffer) send(ctx context.Context) {
 	defer close(b.stopped)
 	for {
+		if !b.waitPause(ctx) {
+			return
+		}
 		it := b.take()
 		if it == nil {
 			select {
@@ -196,8 +230,14 @@ func (b *Buffer) send(ctx context.Context) {
 				continue
 			}
 		}
+		it.sent = time.Now()
 		err := b.next.Publish(ctx, it.ev, func(err error) { b.settle(it, err) })
 		if err == nil {
+			continue
+		}
+		var rej *RejectedError
+		if errors.As(err, &rej) {
+			b.reject(it, rej)
 			continue
 		}
 		// Refused (breaker open, not connected): keep its place and wait.
@@ -221,23 +261,101 @@ func (b *Buffer) requeue(it *item) {
 
 // settle is the ack callback of the next layer.
 func (b *Buffer) settle(it *item, err error) {
-	if err != nil {
+	var rej *RejectedError
+	switch {
+	case err == nil:
 		b.mu.Lock()
-		closed := b.closed
-		if !closed {
-			heap.Push(&b.retry, it)
-		}
+		b.pause.succeeded()
 		b.mu.Unlock()
-		if closed {
-			b.release(it)
-			it.done(ErrClosed)
-			return
-		}
-		b.signal()
+		b.release(it)
+		it.done(nil)
+	case errors.As(err, &rej):
+		b.reject(it, rej)
+	default:
+		// Not connected any more, a timeout, an election, storage full:
+		// the event is fine, the broker is not; try again after a pause.
+		b.retryAfterPause(it)
+	}
+}
+
+// retryAfterPause puts a failed event back in line and makes the sender
+// pause before the next attempt.
+func (b *Buffer) retryAfterPause(it *item) {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		b.release(it)
+		it.done(ErrClosed)
 		return
 	}
+	b.pause.failed(it.sent, time.Now())
+	heap.Push(&b.retry, it)
+	b.mu.Unlock()
+	b.signal()
+}
+
+// reject handles an event the broker refused for the message itself: the
+// compact form is tried once, in the event's turn and without a pause
+// (the broker is fine); after that, or if there is no compact form, the
+// event is dropped.
+func (b *Buffer) reject(it *item, rej *RejectedError) {
+	if !it.compact && !rej.Compact {
+		if c, err := event.Compact(it.ev); err == nil {
+			level.Warn(b.logger).Log("msg", "JetStream refuses the event; publishing it once more with data truncated",
+				"event_id", it.ev.ID, "event_type", it.ev.Type, "shard_id", it.ev.ShardID, "seq", it.ev.Seq,
+				"reason", rej.Reason, "bytes", len(it.ev.Body), "compact_bytes", len(c.Body), "err", rej.Err)
+			b.mu.Lock()
+			closed := b.closed
+			if !closed {
+				it.ev, it.compact = c, true
+				heap.Push(&b.retry, it)
+			}
+			b.mu.Unlock()
+			if closed {
+				b.release(it)
+				it.done(ErrClosed)
+				return
+			}
+			b.signal()
+			return
+		}
+	}
+	b.drop(it, rej)
+}
+
+// drop gives up on an event no form of which the broker takes. Its done
+// gets nil: to the shard that means its resume point may pass the event,
+// and nothing else would ever let it pass; the counter and the log line
+// are the record that it was not stored.
+func (b *Buffer) drop(it *item, rej *RejectedError) {
+	if m := b.cfg.Metrics; m != nil {
+		m.Dropped.WithLabelValues(strconv.Itoa(it.ev.ShardID), rej.Reason).Inc()
+	}
+	level.Error(b.logger).Log("msg", "event dropped: JetStream refuses it whole and in compact form; its shard's resume point moves past it",
+		"event_id", it.ev.ID, "event_type", it.ev.Type, "shard_id", it.ev.ShardID, "seq", it.ev.Seq,
+		"guild_id", it.ev.GuildID, "reason", rej.Reason, "bytes", len(it.ev.Body), "err", rej.Err)
 	b.release(it)
 	it.done(nil)
+}
+
+// waitPause waits out the pause after failed acks, if any; false when ctx
+// ended first.
+func (b *Buffer) waitPause(ctx context.Context) bool {
+	for {
+		b.mu.Lock()
+		left := time.Until(b.pause.until)
+		b.mu.Unlock()
+		if left <= 0 {
+			return true
+		}
+		t := time.NewTimer(left)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C: // the pause may have grown meanwhile: look again
+		}
+	}
 }
 
 func (b *Buffer) release(it *item) {
@@ -311,6 +429,32 @@ func (b *Buffer) Close() {
 		b.release(it)
 		it.done(ErrClosed)
 	}
+}
+
+// pause spaces out the attempts after failed acks, so that a broker that
+// answers every publish with an error (storage full) is not asked again in
+// a hot loop: the first failure pauses the sender for min, each failure of
+// an attempt made after that pause began doubles it up to max, and an ack
+// ends it. Failures of attempts made before the pause began (the rest of
+// the same burst, such as every event in flight when the connection
+// dropped) do not lengthen it.
+type pause struct {
+	min, max time.Duration
+	wait     time.Duration // of the current pause; 0 after an ack
+	start    time.Time     // when the current pause began
+	until    time.Time     // no attempt before
+}
+
+func (p *pause) failed(sent, now time.Time) {
+	if p.wait > 0 && sent.Before(p.start) {
+		return
+	}
+	p.wait = min(max(p.wait*2, p.min), p.max)
+	p.start, p.until = now, now.Add(p.wait)
+}
+
+func (p *pause) succeeded() {
+	p.wait, p.until = 0, time.Time{}
 }
 
 type itemHeap []*item
