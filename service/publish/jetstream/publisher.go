@@ -193,7 +193,13 @@ func (p *Publisher) Publish(ctx context.Context, ev *event.Event, done publish.D
 			return nil
 		}
 		p.finish()
-		return fmt.Errorf("jetstream: publish %s: %w", ev.Subject, err)
+		err = fmt.Errorf("jetstream: publish %s: %w", ev.Subject, err)
+		if errors.Is(err, nats.ErrMaxPayload) {
+			// The client checks the server's max_payload itself; the
+			// same message would be refused again.
+			return &publish.RejectedError{Reason: publish.ReasonTooLarge, Err: err}
+		}
+		return err
 	}
 	return nil
 }
@@ -211,7 +217,9 @@ func (p *Publisher) onAck(m *nats.Msg) {
 }
 
 // ackError reads a JetStream publish reply: nil for a PubAck (a duplicate is
-// a success too: the stream already holds the event), else the error.
+// a success too: the stream already holds the event), else the error; a
+// *publish.RejectedError when JetStream refused the message itself (see
+// messageRefusals).
 func ackError(m *nats.Msg) error {
 	if len(m.Data) == 0 {
 		if m.Header.Get("Status") == "503" {
@@ -235,7 +243,11 @@ func ackError(m *nats.Msg) error {
 	if reply.Error == nil {
 		return nil
 	}
-	return fmt.Errorf("jetstream: publish refused: %s (code %d, err_code %d)", reply.Error.Description, reply.Error.Code, reply.Error.ErrCode)
+	err := fmt.Errorf("jetstream: publish refused: %s (code %d, err_code %d)", reply.Error.Description, reply.Error.Code, reply.Error.ErrCode)
+	if reason, ok := refusalReason(reply.Error.ErrCode, reply.Error.Description); ok {
+		return &publish.RejectedError{Reason: reason, Err: err}
+	}
+	return err
 }
 
 // sweep fails events whose ack is late, and every pending event when the
