@@ -41,6 +41,8 @@ type conn struct {
 	path string // "/gateway" or "/resume"
 	host string // Host header, used to build resume_gateway_url
 	comp Compression
+	// label is Config.ConnLabel's name for the client, for ShardConns.
+	label string
 	// version is the v query parameter; versionOK is false for versions
 	// Discord no longer serves.
 	version   int
@@ -106,6 +108,7 @@ func (c *conn) enqueue(it outItem) {
 // is recorded as a server action.
 func (c *conn) kill(kind, detail string) {
 	c.killOnce.Do(func() {
+		c.srv.recordConnEnd(c, ConnEndServer)
 		close(c.done)
 		_ = c.ws.Close()
 		c.mu.Lock()
@@ -287,6 +290,7 @@ func (c *conn) writeClose(code int, reason string) {
 // that 1000/1001 invalidate the session.
 func (c *conn) onCloseFrame(code int, text string) error {
 	c.sawClose.Store(true)
+	c.srv.recordConnEnd(c, ConnEndClientClose)
 	echo := c.closing.Load()
 	shard, sid := c.shardOf()
 	c.srv.recordClientClose(Close{Shard: shard, SessionID: sid, ConnID: c.id, Code: code, Reason: text, Echo: echo})
@@ -323,6 +327,7 @@ func (c *conn) readLoop() {
 
 // finish runs when the read side ends, whatever the reason.
 func (c *conn) finish() {
+	c.srv.recordConnEnd(c, ConnEndClientGone)
 	close(c.readerDone)
 	select {
 	case <-c.done:

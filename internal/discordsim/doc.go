@@ -74,7 +74,10 @@
 //
 // Record returns every IDENTIFY and RESUME (with outcome), every close
 // frame received from clients, every violation and every action the
-// simulator took (closes, drops, op 7/9, ...). Dispatches is the ledger of
+// simulator took (closes, drops, op 7/9, ...), and each shard's connections
+// from their IDENTIFY or RESUME to their end (ShardConns, named by
+// Config.ConnLabel when a test runs several clients), so that Overlaps finds
+// a shard live on two connections at once. Dispatches is the ledger of
 // generated dispatches with a flag telling whether each reached a socket.
 // With the defaults the ledger and the replay logs grow with traffic; long
 // load runs should set LedgerLimit and a smaller ReplayLimit.

@@ -3,6 +3,7 @@ package discordsim
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"slices"
 	"time"
 )
@@ -140,6 +141,39 @@ type Command struct {
 	At        time.Time
 }
 
+// How a shard's connection ended (ShardConn.EndedBy).
+const (
+	ConnEndClientClose = "client_close" // the client sent a close frame (or echoed ours)
+	ConnEndClientGone  = "client_gone"  // the TCP connection ended without a close frame first
+	ConnEndServer      = "server"       // the simulator tore it down (a close handshake done or timed out, Drop, a write error)
+)
+
+// ShardConn is one connection's time as a shard's connection: from the
+// first IDENTIFY or RESUME naming the shard on it (whatever its outcome:
+// Discord's rule is that no other client may even try while the shard is
+// live elsewhere) to the first sign that the connection is over. Two of
+// them for one shard that overlap in time are two live connections of the
+// shard at once (Overlaps).
+type ShardConn struct {
+	Shard     int
+	ConnID    int64
+	Label     string    // Config.ConnLabel's name for the client
+	SessionID string    // the session the connection carried, "" if none
+	Claimed   time.Time // the IDENTIFY or RESUME was received
+	Ended     time.Time // zero while the connection is open
+	EndedBy   string    // ConnEnd*
+}
+
+// Overlap is a shard claimed on a connection while an earlier connection of
+// the same shard was still open.
+type Overlap struct {
+	Shard         int
+	Earlier       ShardConn
+	Later         ShardConn
+	Duration      time.Duration // from the later claim to the earlier end (to the snapshot if still open)
+	EarlierIsOpen bool
+}
+
 // Record is a snapshot of everything the simulator observed and did.
 type Record struct {
 	Identifies   []Identify
@@ -148,7 +182,37 @@ type Record struct {
 	Violations   []Violation
 	Actions      []Action
 	Commands     []Command
-	Connections  int // websocket connections accepted so far
+	// ShardConns are the connections that named a shard, in the order
+	// of their first IDENTIFY or RESUME.
+	ShardConns  []ShardConn
+	Connections int // websocket connections accepted so far
+	At          time.Time
+}
+
+// Overlaps returns every pair of a shard's connections whose lives
+// overlap: the later one claimed the shard before the earlier one ended.
+func (r Record) Overlaps() []Overlap {
+	byShard := map[int][]ShardConn{}
+	for _, c := range r.ShardConns {
+		byShard[c.Shard] = append(byShard[c.Shard], c)
+	}
+	var out []Overlap
+	for _, shard := range slices.Sorted(maps.Keys(byShard)) {
+		conns := byShard[shard]
+		slices.SortStableFunc(conns, func(a, b ShardConn) int { return a.Claimed.Compare(b.Claimed) })
+		for i, later := range conns {
+			for _, earlier := range conns[:i] {
+				end, open := earlier.Ended, earlier.Ended.IsZero()
+				if open {
+					end = r.At
+				}
+				if later.Claimed.Before(end) {
+					out = append(out, Overlap{Shard: shard, Earlier: earlier, Later: later, Duration: end.Sub(later.Claimed), EarlierIsOpen: open})
+				}
+			}
+		}
+	}
+	return out
 }
 
 // ViolationsOf returns the violations of the given kind.
@@ -248,6 +312,36 @@ func (s *Server) recordAction(a Action) {
 	s.notify()
 }
 
+// recordClaim notes that c named shard in an IDENTIFY or RESUME received at
+// at (and, once known, the session it carries); the first claim of a
+// connection opens its ShardConn.
+func (s *Server) recordClaim(c *conn, shard int, sessionID string, at time.Time) {
+	s.recMu.Lock()
+	defer s.recMu.Unlock()
+	if i, ok := s.shardConnIdx[c.id]; ok {
+		if sc := &s.rec.ShardConns[i]; sc.Shard == shard && sessionID != "" {
+			sc.SessionID = sessionID
+		}
+		return
+	}
+	if s.shardConnIdx == nil {
+		s.shardConnIdx = map[int64]int{}
+	}
+	s.shardConnIdx[c.id] = len(s.rec.ShardConns)
+	s.rec.ShardConns = append(s.rec.ShardConns, ShardConn{Shard: shard, ConnID: c.id, Label: c.label, SessionID: sessionID, Claimed: at})
+}
+
+// recordConnEnd closes c's ShardConn, if it has one, at the first sign
+// that the connection is over.
+func (s *Server) recordConnEnd(c *conn, how string) {
+	now := time.Now()
+	s.recMu.Lock()
+	defer s.recMu.Unlock()
+	if i, ok := s.shardConnIdx[c.id]; ok && s.rec.ShardConns[i].Ended.IsZero() {
+		s.rec.ShardConns[i].Ended, s.rec.ShardConns[i].EndedBy = now, how
+	}
+}
+
 func (s *Server) recordCommand(c Command) {
 	s.recMu.Lock()
 	s.rec.Commands = append(s.rec.Commands, c)
@@ -285,7 +379,9 @@ func (s *Server) Record() Record {
 		Violations:   slices.Clone(s.rec.Violations),
 		Actions:      slices.Clone(s.rec.Actions),
 		Commands:     slices.Clone(s.rec.Commands),
+		ShardConns:   slices.Clone(s.rec.ShardConns),
 		Connections:  s.rec.Connections,
+		At:           time.Now(),
 	}
 }
 

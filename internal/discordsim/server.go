@@ -40,6 +40,17 @@ type Config struct {
 	// each successful IDENTIFY; 0 means SessionStartTotal, negative means
 	// already exhausted.
 	SessionStartRemaining int
+	// SessionStartResetAfter is the session start window: remaining goes
+	// back to SessionStartTotal each time it ends, and /gateway/bot's
+	// reset_after counts down to that. Default 24h, Discord's; tests
+	// shorten it to see a reset.
+	SessionStartResetAfter time.Duration
+	// SessionLimitInvalidSession answers an IDENTIFY made with no session
+	// starts left with op 9 (d=false) and keeps the token working, instead
+	// of Discord's token reset; the violation is recorded either way. A
+	// client that ignores the limit then keeps identifying, which a test
+	// can count.
+	SessionLimitInvalidSession bool
 	// IdentifyWindow is the per-bucket identify window; default 5s.
 	IdentifyWindow time.Duration
 	// IdentifyTolerance is subtracted from IdentifyWindow before an identify
@@ -90,6 +101,11 @@ type Config struct {
 	// DisallowedIntents are intent bits that close IDENTIFY with 4014, to
 	// simulate privileged intents that are not enabled; default none.
 	DisallowedIntents int64
+	// ConnLabel, if set, names the client of each websocket connection
+	// (from its request: a remote address, a header) for Record.ShardConns,
+	// so that a test running several clients can tell whose connection
+	// was whose.
+	ConnLabel func(r *http.Request) string
 	// Logf, if set, receives debug logs.
 	Logf func(format string, args ...any)
 }
@@ -115,6 +131,9 @@ func (c *Config) setDefaults() {
 		c.SessionStartRemaining = c.SessionStartTotal
 	case c.SessionStartRemaining < 0:
 		c.SessionStartRemaining = 0
+	}
+	if c.SessionStartResetAfter <= 0 {
+		c.SessionStartResetAfter = 24 * time.Hour
 	}
 	if c.IdentifyWindow <= 0 {
 		c.IdentifyWindow = 5 * time.Second
@@ -179,11 +198,13 @@ type Server struct {
 	delays     map[int]time.Duration // SetWriteDelay, per shard
 	splits     map[int]int           // SetSplit, per shard
 	remaining  int
+	resetAt    time.Time // end of the session start window
 	revoked    bool
 	connSeq    int64
 
 	recMu         sync.Mutex
 	rec           Record
+	shardConnIdx  map[int64]int // conn id → index in rec.ShardConns; made on first use
 	ledger        []*dispatchRec
 	ledgerHead    int
 	dispatchCount int64
@@ -215,6 +236,7 @@ func New(cfg Config) *Server {
 		delays:     map[int]time.Duration{},
 		splits:     map[int]int{},
 		remaining:  cfg.SessionStartRemaining,
+		resetAt:    time.Now().Add(cfg.SessionStartResetAfter),
 		notifyCh:   make(chan struct{}),
 		rateCh:     make(chan struct{}, 1),
 		quit:       make(chan struct{}),
@@ -360,7 +382,7 @@ func (s *Server) handleGatewayBot(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	remaining := s.remaining
+	remaining, resetAfter := s.sessionStartsLocked(time.Now())
 	s.mu.Unlock()
 	w.Header().Set("X-RateLimit-Bucket", "41f9cd5d28af77da04563bcb1d67fdfd")
 	w.Header().Set("X-RateLimit-Limit", "2")
@@ -372,10 +394,22 @@ func (s *Server) handleGatewayBot(w http.ResponseWriter, r *http.Request) {
 		"session_start_limit": map[string]any{
 			"total":           s.cfg.SessionStartTotal,
 			"remaining":       remaining,
-			"reset_after":     int64(24 * time.Hour / time.Millisecond),
+			"reset_after":     resetAfter.Milliseconds(),
 			"max_concurrency": s.cfg.MaxConcurrency,
 		},
 	})
+}
+
+// sessionStartsLocked refills the session start budget when its window has
+// ended and returns what remains and how long until the next refill. mu is
+// held.
+func (s *Server) sessionStartsLocked(now time.Time) (remaining int, resetAfter time.Duration) {
+	if !now.Before(s.resetAt) {
+		window := s.cfg.SessionStartResetAfter
+		s.resetAt = s.resetAt.Add((now.Sub(s.resetAt)/window + 1) * window)
+		s.remaining = s.cfg.SessionStartTotal
+	}
+	return s.remaining, s.resetAt.Sub(now)
 }
 
 // handleGateway serves the unauthenticated GET /api/v10/gateway.
@@ -432,6 +466,9 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		out:        make(chan outItem, s.cfg.SendQueue),
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
+	}
+	if s.cfg.ConnLabel != nil {
+		c.label = s.cfg.ConnLabel(r)
 	}
 	ws.SetCloseHandler(c.onCloseFrame)
 	s.mu.Lock()
@@ -521,6 +558,7 @@ func (s *Server) identify(c *conn, raw json.RawMessage, now time.Time) {
 		shard, total = sh[0], sh[1]
 	}
 	rec.Shard, rec.Total, rec.Bucket = shard, total, shard%s.cfg.MaxConcurrency
+	s.recordClaim(c, shard, "", now)
 	var intents int64
 	if len(d.Intents) == 0 || string(d.Intents) == "null" || json.Unmarshal(d.Intents, &intents) != nil || intents < 0 || intents >= intentLimit {
 		fail(IdentifyInvalidIntents, CloseInvalidIntents, "intents "+string(d.Intents))
@@ -549,7 +587,17 @@ func (s *Server) identify(c *conn, raw json.RawMessage, now time.Time) {
 			return
 		}
 	}
-	if s.remaining <= 0 {
+	remaining, _ := s.sessionStartsLocked(now) // refills a window that has ended
+	if remaining <= 0 && s.cfg.SessionLimitInvalidSession {
+		s.mu.Unlock()
+		s.recordViolation(Violation{Kind: ViolationSessionStartLimit, Shard: shard, ConnID: c.id,
+			Detail: fmt.Sprintf("IDENTIFY with session_start_limit.remaining=0 (total %d); answered with op 9", s.cfg.SessionStartTotal)})
+		rec.Outcome = IdentifySessionLimit
+		s.recordIdentify(rec)
+		s.sendInvalidSession(c, shard, "", false, "session start limit exhausted")
+		return
+	}
+	if remaining <= 0 {
 		// Discord: all sessions are terminated and the token is reset.
 		s.revoked = true
 		all := append([]*session(nil), s.order...)
@@ -603,6 +651,7 @@ func (s *Server) identify(c *conn, raw json.RawMessage, now time.Time) {
 	s.mu.Unlock()
 	rec.Outcome, rec.SessionID = IdentifyReady, sess.id
 	s.recordIdentify(rec)
+	s.recordClaim(c, shard, sess.id, now)
 
 	// Now attach the connection. Anything dispatched since registration is
 	// already in the log and follows the batch, keeping seq order.
@@ -692,6 +741,7 @@ func (s *Server) resume(c *conn, raw json.RawMessage, now time.Time) {
 	s.mu.Unlock()
 	if sess != nil {
 		rec.Shard = sess.shard
+		s.recordClaim(c, sess.shard, sess.id, now)
 	}
 	invalid := func(outcome, detail string) {
 		rec.Outcome = outcome
