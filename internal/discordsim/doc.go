@@ -33,6 +33,10 @@
 //     reset": the violation is recorded, every live connection is closed with
 //     4004, every session is invalidated and the token stops working (REST
 //     answers 401) until SetSessionStartRemaining is called.
+//     Config.SessionLimitInvalidSession answers such an IDENTIFY with op 9
+//     (d=false) instead and keeps the token. remaining goes back to
+//     SessionStartTotal each time Config.SessionStartResetAfter (default
+//     24h) has passed; /gateway/bot's reset_after counts down to that.
 //   - A client close frame with code 1000 or 1001 invalidates the session
 //     (Discord: "your session will be invalidated"); any other code, or a
 //     dropped TCP connection, leaves it resumable until SessionTimeout.
