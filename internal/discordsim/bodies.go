@@ -548,20 +548,3 @@ func (s *Server) PresenceUpdateBody(guildID, userID string) []byte {
 		"activities":    activities,
 	})
 }
-
-// memberChunkBody returns one GUILD_MEMBERS_CHUNK d.
-func memberChunkBody(guildID string, members []apiMember, index, count int, notFound []string, nonce *string) []byte {
-	body := map[string]any{
-		"guild_id":    guildID,
-		"members":     members,
-		"chunk_index": index,
-		"chunk_count": count,
-	}
-	if notFound != nil {
-		body["not_found"] = notFound
-	}
-	if nonce != nil {
-		body["nonce"] = *nonce
-	}
-	return mustJSON(body)
-}

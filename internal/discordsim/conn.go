@@ -386,9 +386,7 @@ func (c *conn) handle(data []byte) {
 			return
 		}
 		c.srv.recordCommand(Command{Shard: s.shard, SessionID: s.id, ConnID: c.id, Op: op, Data: append(json.RawMessage(nil), p.D...), At: now})
-		if op == OpRequestGuildMembers {
-			c.srv.requestGuildMembers(s, p.D)
-		}
+		c.srv.answerCommand(s, op, p.D)
 	default:
 		c.protocolError(CloseUnknownOpcode, fmt.Sprintf("unknown or receive-only opcode %d", op))
 	}

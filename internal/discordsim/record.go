@@ -82,6 +82,7 @@ type Identify struct {
 	ConnID     int64
 	SessionID  string // set when Outcome is IdentifyReady
 	Outcome    string
+	Presence   json.RawMessage // d.presence as sent, nil when absent
 }
 
 // Resume is one RESUME received.

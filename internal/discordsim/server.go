@@ -210,6 +210,8 @@ type Server struct {
 	dispatchCount int64
 	slowDrops     int
 
+	cmds commandState // commands.go
+
 	framesWritten atomic.Int64
 	anyDelay      atomic.Bool // some shard has a write delay
 	anySplit      atomic.Bool // some shard has its messages split
@@ -538,11 +540,13 @@ func (s *Server) identify(c *conn, raw json.RawMessage, now time.Time) {
 		Properties json.RawMessage `json:"properties"`
 		Intents    json.RawMessage `json:"intents"`
 		Shard      json.RawMessage `json:"shard"`
+		Presence   json.RawMessage `json:"presence"`
 	}
 	if err := json.Unmarshal(raw, &d); err != nil {
 		fail(IdentifyDecodeError, CloseDecodeError, "IDENTIFY d: "+err.Error())
 		return
 	}
+	rec.Presence = d.Presence
 	if d.Token == nil || !s.tokenOK(*d.Token) {
 		fail(IdentifyAuthFailed, CloseAuthenticationFailed, "IDENTIFY with missing, wrong or revoked token")
 		return
@@ -780,85 +784,4 @@ func (s *Server) resume(c *conn, raw json.RawMessage, now time.Time) {
 		s.logf("discordsim: shard %d resumed session %s at seq %d on %s (%d replayed)", sess.shard, sess.id, rec.Seq, c.path, rec.Replayed)
 		s.notify()
 	}
-}
-
-// requestGuildMembers answers op 8 with GUILD_MEMBERS_CHUNK dispatches for the
-// session's own guilds, chunked by 1000 like Discord.
-func (s *Server) requestGuildMembers(sess *session, raw json.RawMessage) {
-	var d struct {
-		GuildID json.RawMessage `json:"guild_id"`
-		Query   *string         `json:"query"`
-		Limit   int             `json:"limit"`
-		UserIDs json.RawMessage `json:"user_ids"`
-		Nonce   *string         `json:"nonce"`
-	}
-	if json.Unmarshal(raw, &d) != nil {
-		return
-	}
-	guilds := stringOrList(d.GuildID)
-	userIDs := stringOrList(d.UserIDs)
-	owned := map[string]bool{}
-	for _, g := range sess.guilds {
-		owned[g] = true
-	}
-	for _, g := range guilds {
-		if !owned[g] {
-			continue
-		}
-		var members []apiMember
-		var notFound []string
-		switch {
-		case d.UserIDs != nil:
-			notFound = []string{}
-			index := map[string]int{}
-			for i := 0; i < s.cfg.MembersPerGuild; i++ {
-				index[memberUserID(g, i)] = i
-			}
-			for _, u := range userIDs {
-				if i, ok := index[u]; ok {
-					members = append(members, generatedMember(g, i))
-				} else {
-					notFound = append(notFound, u)
-				}
-			}
-		default:
-			q := ""
-			if d.Query != nil {
-				q = strings.ToLower(*d.Query)
-			}
-			for i := 0; i < s.cfg.MembersPerGuild; i++ {
-				if d.Limit > 0 && len(members) >= d.Limit {
-					break
-				}
-				m := generatedMember(g, i)
-				if q == "" || strings.HasPrefix(strings.ToLower(m.User.Username), q) {
-					members = append(members, m)
-				}
-			}
-		}
-		count := max(1, (len(members)+999)/1000)
-		for i := 0; i < count; i++ {
-			chunk := members[min(i*1000, len(members)):min((i+1)*1000, len(members))]
-			if chunk == nil {
-				chunk = []apiMember{}
-			}
-			nf := notFound
-			if i > 0 {
-				nf = nil
-			}
-			if _, err := sess.dispatch("GUILD_MEMBERS_CHUNK", memberChunkBody(g, chunk, i, count, nf, d.Nonce)); err != nil {
-				return
-			}
-		}
-	}
-}
-
-func stringOrList(raw json.RawMessage) []string {
-	var one string
-	if json.Unmarshal(raw, &one) == nil {
-		return []string{one}
-	}
-	var list []string
-	_ = json.Unmarshal(raw, &list)
-	return list
 }
