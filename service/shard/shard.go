@@ -25,11 +25,9 @@ import (
 	"time"
 
 	"github.com/diamondburned/arikawa/v3/gateway"
-	"github.com/diamondburned/arikawa/v3/utils/json/option"
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 
-	"github.com/shardpool/gateway/service/event"
 	"github.com/shardpool/gateway/service/publish"
 )
 
@@ -89,6 +87,10 @@ type Config struct {
 
 	// Resume, when set, makes the first connection RESUME this session.
 	Resume *Handoff
+
+	// Commands: intents, extra events, presence and the command path
+	// (commands.go).
+	Commands CommandConfig
 }
 
 // Shard is one gateway shard. Run drives it; the other methods are safe to
@@ -103,6 +105,8 @@ type Shard struct {
 	sess    *Session
 	guilds  map[uint64]struct{}
 	lastErr string
+
+	cmds commands // the command path (commands.go)
 }
 
 // New returns a shard that has not started.
@@ -140,6 +144,7 @@ func (s *Shard) ID() int { return s.cfg.ID }
 // Run connects and keeps the shard connected until ctx ends (the shard is
 // then drained: its session stays resumable) or a fatal close code arrives.
 func (s *Shard) Run(ctx context.Context) error {
+	defer s.running()()
 	var buf []Action
 	end := s.step(ctx, nil, Start{}, &buf)
 	for {
@@ -187,8 +192,11 @@ func (s *Shard) connect(ctx context.Context, d Dial) Action {
 		}
 		return s.step(ctx, nil, DialFailed{err}, &buf)
 	}
+	c.limiter = s.cfg.Commands.Budget.limiter()
 	connCtx, cancel := context.WithCancel(ctx)
 	l := &link{conn: c, ctx: connCtx}
+	s.attach(l)
+	defer s.detach(l)
 	s.step(ctx, l, Dialed{}, &buf)
 	// A drain or shutdown closes the socket, which ends the read loop.
 	stop := context.AfterFunc(ctx, func() {
@@ -329,7 +337,10 @@ func (s *Shard) decode(env *envelope, at time.Time, session *string) (Input, err
 			*session, d.Ready = r.SessionID, &r
 			return d, nil
 		}
-		d.Event, _, d.Err = event.Build(s.cfg.ID, *session, env.S, env.T, env.D, at)
+		if s.answered(env.T, env.D) {
+			return d, nil // a reply to a worker's command: not published
+		}
+		d.Event, _, d.Err = s.cfg.Commands.Events.Build(s.cfg.ID, *session, env.S, env.T, env.D, at)
 		return d, nil
 	case opHeartbeat:
 		return HeartbeatRequest{}, nil
@@ -471,12 +482,11 @@ func (s *Shard) identify(l *link) {
 		Token:      s.cfg.Token,
 		Properties: gateway.IdentifyProperties{gateway.IdentifyOS: runtime.GOOS, gateway.IdentifyBrowser: "shardpool", gateway.IdentifyDevice: "shardpool"},
 		Shard:      &gateway.Shard{s.cfg.ID, s.cfg.Total},
-		Intents:    option.NewUint(uint(Intents)),
 	}
 	b, err := json.Marshal(struct {
-		Op int                      `json:"op"`
-		D  *gateway.IdentifyCommand `json:"d"`
-	}{opIdentify, &cmd})
+		Op int `json:"op"`
+		D  any `json:"d"`
+	}{opIdentify, s.identifyData(&cmd)})
 	if err != nil {
 		l.conn.close(closeResumable, "encode IDENTIFY")
 		return
