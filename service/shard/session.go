@@ -20,6 +20,11 @@ package shard
 //   - RECONNECT (op 7): close and resume. INVALID_SESSION (op 9) d=true:
 //     resume; d=false: wait 1–5 s and IDENTIFY a new session.
 //   - Close codes: see closeCodes below.
+//   - Each IDENTIFY spends one of the bot's daily session starts
+//     (session_start_limit); running out resets the bot's token. The driver
+//     takes a start before it carries out a Dial that will IDENTIFY; when
+//     the budget is down to its reserve it feeds SessionLimited instead, and
+//     the session waits, holding no connection, until Discord's reset.
 
 import (
 	"errors"
@@ -123,6 +128,10 @@ type (
 	Dialed struct{}
 	// DialFailed: the websocket could not be opened.
 	DialFailed struct{ Err error }
+	// SessionLimited: the Dial the session asked for was not carried out:
+	// it would IDENTIFY, and the bot's daily session starts are down to the
+	// reserve until Wait has passed (Discord's reset_after).
+	SessionLimited struct{ Wait time.Duration }
 	// Shutdown: the shard is being stopped (drain, fence, exit). The session
 	// stays resumable for a successor.
 	Shutdown struct{}
@@ -141,6 +150,7 @@ func (Acked) input()            {}
 func (Closed) input()           {}
 func (Dialed) input()           {}
 func (DialFailed) input()       {}
+func (SessionLimited) input()   {}
 func (Shutdown) input()         {}
 func (*Dispatch) input()        {}
 
@@ -236,7 +246,13 @@ const (
 	StateReconnecting State = "reconnecting"
 	StateFailed       State = "failed"
 	StateDrained      State = "drained"
+	// StateSessionLimit: waiting, without a connection, for the daily
+	// session start budget to reset before the shard may IDENTIFY.
+	StateSessionLimit State = "session_limit"
 )
+
+// reasonSessionLimit is the Reason of a Dial put off by SessionLimited.
+const reasonSessionLimit = "session_limit"
 
 // SessionConfig is what the session needs to know besides its inputs.
 type SessionConfig struct {
@@ -312,6 +328,9 @@ func (s *Session) Handle(in Input, out []Action) []Action {
 		return s.dial(out, 0, "", nil)
 	case Dialed:
 		s.connected = true
+		if s.state == StateSessionLimit {
+			return s.enter(out, StateConnecting) // the budget allowed it at last
+		}
 		return out
 	case DialFailed:
 		if s.stopping {
@@ -368,6 +387,12 @@ func (s *Session) Handle(in Input, out []Action) []Action {
 		return s.closeThen(out, s.renew("op9_invalid_session", errors.New("session invalidated by Discord (op 9)")))
 	case Closed:
 		return s.onClosed(out, in)
+	case SessionLimited:
+		// The same Dial, after the reset; the driver checks the budget
+		// again then. No connection is open: the refused Dial was not
+		// carried out.
+		out = s.enter(out, StateSessionLimit)
+		return append(out, Dial{After: in.Wait, URL: s.dialURL, Resume: s.id != "", Reason: reasonSessionLimit})
 	case Shutdown:
 		if s.stopping {
 			return out

@@ -464,3 +464,80 @@ func TestUnroutableDispatchIsNotPublishedButPassed(t *testing.T) {
 		t.Fatalf("resume point %d", acked)
 	}
 }
+
+// The daily session start budget (session_start_limit): "Upon hitting this
+// limit, all active sessions for the bot will be terminated, the bot's token
+// will be reset". The driver refuses a Dial that would IDENTIFY while the
+// budget is at its reserve (SessionLimited); the session then waits, with no
+// connection, and asks for the same Dial after the reset.
+func TestSessionLimitedPutsOffTheIdentifyingDialUntilTheReset(t *testing.T) {
+	const wait = 3 * time.Hour
+	for _, c := range []struct {
+		name string
+		// refused takes a session to a Dial that would IDENTIFY.
+		refused func() (*Session, Dial)
+	}{
+		{"startup", func() (*Session, Dial) {
+			s := newTestSession(nil)
+			return s, do(s, Start{})[0].(Dial)
+		}},
+		{"op 9 d=false", func() (*Session, Dial) {
+			s := readySession()
+			do(s, InvalidSession{Resumable: false})
+			return s, endOf(t, s, Closed{Code: closeResumable}).(Dial)
+		}},
+		{"close 4009", func() (*Session, Dial) {
+			s := readySession()
+			return s, endOf(t, s, Closed{Code: 4009}).(Dial)
+		}},
+		{"close 4007", func() (*Session, Dial) {
+			s := readySession()
+			return s, endOf(t, s, Closed{Code: 4007}).(Dial)
+		}},
+		{"a RESUME answered with op 9", func() (*Session, Dial) {
+			s := newTestSession(&Handoff{SessionID: "sess-0", ResumeGatewayURL: testResume, Seq: 4})
+			do(s, Start{}, Dialed{}, Hello{Interval: testInterval}, InvalidSession{Resumable: false})
+			return s, endOf(t, s, Closed{Code: closeResumable}).(Dial)
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s, refused := c.refused()
+			if refused.Resume || refused.URL != testGateway {
+				t.Fatalf("refused dial %+v: want an IDENTIFY on the gateway URL", refused)
+			}
+			got := s.Handle(SessionLimited{Wait: wait}, nil)
+			wantActions(t, got, Enter{StateSessionLimit}, Dial{After: wait, URL: testGateway, Reason: reasonSessionLimit})
+			if s.State() != StateSessionLimit || s.Resumable() {
+				t.Fatalf("state %s, resumable %v", s.State(), s.Resumable())
+			}
+		})
+	}
+}
+
+func TestSessionLimitedAgainStaysInSessionLimit(t *testing.T) {
+	s := newTestSession(nil)
+	do(s, Start{}, SessionLimited{Wait: time.Minute})
+	wantActions(t, s.Handle(SessionLimited{Wait: time.Second}, nil), Dial{After: time.Second, URL: testGateway, Reason: reasonSessionLimit})
+}
+
+// Once the budget allows the Dial, the connection identifies as usual.
+func TestAfterTheResetTheDialedConnectionIdentifies(t *testing.T) {
+	s := newTestSession(nil)
+	do(s, Start{}, SessionLimited{Wait: time.Minute})
+	wantActions(t, s.Handle(Dialed{}, nil), Enter{StateConnecting})
+	wantActions(t, do(s, Hello{Interval: testInterval}), StartHeartbeat{First: testInterval / 2, Interval: testInterval}, SendIdentify{})
+	do(s, readyDispatch(1))
+	if s.State() != StateReady {
+		t.Fatalf("state %s", s.State())
+	}
+}
+
+// The wait holds no connection: a drain or shutdown ends it at once.
+func TestShutdownWhileWaitingForTheResetStopsAtOnce(t *testing.T) {
+	s := newTestSession(nil)
+	do(s, Start{}, SessionLimited{Wait: time.Hour})
+	wantActions(t, do(s, Shutdown{}), Stop{})
+	if s.State() != StateDrained || s.Handoff(t0) != nil {
+		t.Fatalf("state %s, handoff %+v", s.State(), s.Handoff(t0))
+	}
+}
