@@ -93,6 +93,7 @@ type Buffer struct {
 	bytes   int64
 	ticket  uint64
 	pause   pause         // spaces out retries after failed acks
+	shards  map[int]bool  // shards whose drop series exist
 	wake    chan struct{} // sender wake-up, cap 1
 	space   chan struct{} // closed and replaced whenever room frees up
 	idle    chan struct{} // closed and replaced whenever events drops to 0
@@ -160,6 +161,9 @@ func (b *Buffer) Publish(ctx context.Context, ev *event.Event, done Done) error 
 		b.mu.Unlock()
 		return ErrClosed
 	}
+	if !b.shards[ev.ShardID] {
+		b.newShard(ev.ShardID)
+	}
 	b.ticket++
 	b.queue = append(b.queue, &item{ticket: b.ticket, ev: ev, done: done, size: size})
 	b.events++
@@ -168,6 +172,20 @@ func (b *Buffer) Publish(ctx context.Context, ev *event.Event, done Done) error 
 	b.mu.Unlock()
 	b.signal()
 	return nil
+}
+
+// newShard creates the shard's drop series at 0, so that the first drop is
+// an increase that rate() and increase() see, not a series appearing.
+func (b *Buffer) newShard(shard int) {
+	if b.shards == nil {
+		b.shards = map[int]bool{}
+	}
+	b.shards[shard] = true
+	if m := b.cfg.Metrics; m != nil {
+		for _, reason := range []string{ReasonTooLarge, ReasonRefused} {
+			m.Dropped.WithLabelValues(strconv.Itoa(shard), reason)
+		}
+	}
 }
 
 func (b *Buffer) fits(size int64) bool {

@@ -139,8 +139,8 @@ func TestBufferPublishesAnEventRefusedForItsSizeOnceMoreInCompactForm(t *testing
 	if whole, compact := fb.tries(2); whole != 1 || compact != 1 {
 		t.Errorf("event 2 tried %d times whole and %d compact; want once each", whole, compact)
 	}
-	if n := testutil.CollectAndCount(m.Dropped); n != 0 {
-		t.Errorf("%d drop series; want none: the compact form was stored", n)
+	if n := totalDropped(m); n != 0 {
+		t.Errorf("%v events dropped; want none: the compact form was stored", n)
 	}
 }
 
@@ -232,8 +232,8 @@ func TestBufferNeverDropsAnEventTheBrokerFailsToStore(t *testing.T) {
 	if _, compact := fb.tries(1); compact != 0 {
 		t.Errorf("tried %d times in compact form; want the whole event kept", compact)
 	}
-	if n := testutil.CollectAndCount(m.Dropped); n != 0 {
-		t.Errorf("%d drop series; want none", n)
+	if n := totalDropped(m); n != 0 {
+		t.Errorf("%v events dropped; want none", n)
 	}
 }
 
@@ -388,6 +388,33 @@ func TestOversizeMarksARefusalOfTheCompactFormItSent(t *testing.T) {
 	var rej *RejectedError
 	if !errors.As(got, &rej) || !rej.Compact {
 		t.Fatalf("done got %v; want a rejection marked compact", got)
+	}
+}
+
+func totalDropped(m *BufferMetrics) float64 {
+	var n float64
+	for _, reason := range []string{ReasonTooLarge, ReasonRefused} {
+		for _, shard := range []string{"0", "3"} {
+			n += testutil.ToFloat64(m.Dropped.WithLabelValues(shard, reason))
+		}
+	}
+	return n
+}
+
+// The drop series of a shard exist from its first event, at 0, so that an
+// alert on increase() sees the first drop.
+func TestBufferExportsTheDropSeriesOfEachShardFromItsFirstEvent(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewBufferMetrics(reg)
+	b := NewBuffer(&fakeBroker{}, BufferConfig{MaxEvents: 10, Metrics: m})
+	defer b.Close()
+	var o outcomes
+	publishAll(t, b, &o, guildEvent(t, 1))
+	if n := testutil.CollectAndCount(m.Dropped); n != 2 {
+		t.Errorf("%d drop series after shard 3's first event; want 2 (too_large, refused)", n)
+	}
+	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
+		t.Errorf("lint: %v %v", err, problems)
 	}
 }
 

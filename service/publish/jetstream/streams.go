@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-kit/log"
@@ -119,15 +121,31 @@ func notEnabled(js jetstream.JetStream, err error) error {
 	return err
 }
 
-// EnsureStreams creates the streams of Streams(cfg) that are missing and
-// updates those whose settings differ, leaving settings Streams does not
-// define as they are. A stream whose storage type differs is used as it is,
-// with a warning, because NATS cannot change storage in place (the stream
-// would have to be deleted, losing its messages); its other settings are
-// still updated. Without JetStream it fails with a *NotEnabledError.
-func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig, logger log.Logger) error {
-	for _, want := range Streams(cfg) {
-		if err := ensureStream(ctx, js, want, logger); err != nil {
+// StreamKeeper ensures the streams after every connect. A stream that is
+// missing (a new deployment, a lone server with memory storage that
+// restarted) is created with the settings of Streams. A stream that exists
+// is used as it is: operators change max message size, limits or placement
+// with the nats CLI or a NATS operator, and a gateway reconnecting must not
+// undo that. Where an existing stream differs from Streams, the keeper says
+// so once, at warn, and again only when the differences change.
+type StreamKeeper struct {
+	cfg    StreamConfig
+	logger log.Logger
+
+	mu     sync.Mutex
+	warned map[string]string // stream name → the differences logged last
+}
+
+// NewStreamKeeper returns a StreamKeeper for the streams of Streams(cfg).
+func NewStreamKeeper(cfg StreamConfig, logger log.Logger) *StreamKeeper {
+	return &StreamKeeper{cfg: cfg, logger: logger, warned: map[string]string{}}
+}
+
+// Ensure creates the streams that are missing and checks those that exist.
+// Without JetStream it fails with a *NotEnabledError.
+func (k *StreamKeeper) Ensure(ctx context.Context, js jetstream.JetStream) error {
+	for _, want := range Streams(k.cfg) {
+		if err := k.ensure(ctx, js, want); err != nil {
 			var off *NotEnabledError
 			if err := notEnabled(js, err); errors.As(err, &off) {
 				return err // about the server, not this stream
@@ -138,72 +156,70 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 	return nil
 }
 
-func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig, logger log.Logger) error {
+// EnsureStreams ensures the streams once, as a new StreamKeeper does.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig, logger log.Logger) error {
+	return NewStreamKeeper(cfg, logger).Ensure(ctx, js)
+}
+
+func (k *StreamKeeper) ensure(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) error {
 	s, err := js.Stream(ctx, want.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		if _, err := js.CreateStream(ctx, want); err != nil {
 			return fmt.Errorf("create: %w", err)
 		}
-		level.Info(logger).Log("msg", "stream created", "stream", want.Name, "subjects", want.Subjects[0],
+		level.Info(k.logger).Log("msg", "stream created", "stream", want.Name, "subjects", want.Subjects[0],
 			"storage", want.Storage, "replicas", want.Replicas, "max_age", want.MaxAge)
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	have := s.CachedInfo().Config
-	if have.Storage != want.Storage {
-		level.Warn(logger).Log("msg", "stream exists with another storage type, which NATS cannot change in place; using it as it is (delete the stream to change it)",
-			"stream", want.Name, "storage", have.Storage, "configured_storage", want.Storage)
-		want.Storage = have.Storage
-	}
-	update := overlay(have, want)
-	if sameDefined(have, update) {
-		level.Debug(logger).Log("msg", "stream up to date", "stream", want.Name)
-		return nil
-	}
-	if _, err := js.UpdateStream(ctx, update); err != nil {
-		return fmt.Errorf("update: %w", err)
-	}
-	level.Info(logger).Log("msg", "stream updated", "stream", want.Name, "subjects", want.Subjects[0],
-		"storage", update.Storage, "replicas", want.Replicas, "max_age", want.MaxAge, "duplicates", want.Duplicates)
+	k.report(want.Name, differences(s.CachedInfo().Config, want))
 	return nil
 }
 
-// overlay returns have with the settings Streams defines taken from want.
-func overlay(have, want jetstream.StreamConfig) jetstream.StreamConfig {
-	c := have
-	c.Description = want.Description
-	c.Subjects = want.Subjects
-	c.Retention = want.Retention
-	c.MaxConsumers = want.MaxConsumers
-	c.MaxMsgs = want.MaxMsgs
-	c.MaxBytes = want.MaxBytes
-	c.Discard = want.Discard
-	c.MaxAge = want.MaxAge
-	c.MaxMsgsPerSubject = want.MaxMsgsPerSubject
-	c.MaxMsgSize = want.MaxMsgSize
-	c.Storage = want.Storage
-	c.Replicas = want.Replicas
-	c.Duplicates = want.Duplicates
-	return c
+// report logs the differences of an existing stream, unless they are
+// those it logged last time.
+func (k *StreamKeeper) report(stream string, diffs []string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	joined := strings.Join(diffs, ", ")
+	if len(diffs) == 0 {
+		k.warned[stream] = ""
+		level.Debug(k.logger).Log("msg", "stream up to date", "stream", stream)
+		return
+	}
+	if k.warned[stream] == joined {
+		return
+	}
+	k.warned[stream] = joined
+	level.Warn(k.logger).Log("msg", "stream settings differ from the recommended ones; using the stream as it is (the gateway never changes an existing stream)",
+		"stream", stream, "differ", joined)
 }
 
-// sameDefined reports whether a and b agree on the settings Streams defines.
-func sameDefined(a, b jetstream.StreamConfig) bool {
-	return a.Description == b.Description &&
-		slices.Equal(sorted(a.Subjects), sorted(b.Subjects)) &&
-		a.Retention == b.Retention &&
-		a.MaxConsumers == b.MaxConsumers &&
-		a.MaxMsgs == b.MaxMsgs &&
-		a.MaxBytes == b.MaxBytes &&
-		a.Discard == b.Discard &&
-		a.MaxAge == b.MaxAge &&
-		a.MaxMsgsPerSubject == b.MaxMsgsPerSubject &&
-		a.MaxMsgSize == b.MaxMsgSize &&
-		a.Storage == b.Storage &&
-		a.Replicas == b.Replicas &&
-		a.Duplicates == b.Duplicates
+// differences lists, as "name=have (recommended want)" with the names of
+// the NATS stream configuration, each setting that Streams defines and
+// have does not share. The description is left out: it changes nothing.
+func differences(have, want jetstream.StreamConfig) []string {
+	var d []string
+	add := func(name string, same bool, h, w any) {
+		if !same {
+			d = append(d, fmt.Sprintf("%s=%v (recommended %v)", name, h, w))
+		}
+	}
+	add("subjects", slices.Equal(sorted(have.Subjects), sorted(want.Subjects)), strings.Join(have.Subjects, " "), strings.Join(want.Subjects, " "))
+	add("retention", have.Retention == want.Retention, have.Retention, want.Retention)
+	add("max_consumers", have.MaxConsumers == want.MaxConsumers, have.MaxConsumers, want.MaxConsumers)
+	add("max_msgs", have.MaxMsgs == want.MaxMsgs, have.MaxMsgs, want.MaxMsgs)
+	add("max_bytes", have.MaxBytes == want.MaxBytes, have.MaxBytes, want.MaxBytes)
+	add("discard", have.Discard == want.Discard, have.Discard, want.Discard)
+	add("max_age", have.MaxAge == want.MaxAge, have.MaxAge, want.MaxAge)
+	add("max_msgs_per_subject", have.MaxMsgsPerSubject == want.MaxMsgsPerSubject, have.MaxMsgsPerSubject, want.MaxMsgsPerSubject)
+	add("max_msg_size", have.MaxMsgSize == want.MaxMsgSize, have.MaxMsgSize, want.MaxMsgSize)
+	add("storage", have.Storage == want.Storage, have.Storage, want.Storage)
+	add("num_replicas", have.Replicas == want.Replicas, have.Replicas, want.Replicas)
+	add("duplicate_window", have.Duplicates == want.Duplicates, have.Duplicates, want.Duplicates)
+	return d
 }
 
 func sorted(s []string) []string {

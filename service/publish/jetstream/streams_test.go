@@ -62,8 +62,8 @@ func TestEnsureStreamsCreatesMissingStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range Streams(cfg) {
-		if have := streamConfig(t, js, want.Name); !sameDefined(have, want) {
-			t.Errorf("stream %s\n got %+v\nwant %+v", want.Name, have, want)
+		if d := differences(streamConfig(t, js, want.Name), want); len(d) > 0 {
+			t.Errorf("stream %s created with %v", want.Name, d)
 		}
 	}
 }
@@ -83,37 +83,69 @@ func TestEnsureStreamsLeavesAnUpToDateStreamAlone(t *testing.T) {
 	}
 }
 
-func TestEnsureStreamsUpdatesChangedSettings(t *testing.T) {
+func TestStreamKeeperLeavesAnOperatorsSettingsAndWarnsOnce(t *testing.T) {
 	js := newJetStream(t, connect(t, natstest.Run(t), log.NewNopLogger()))
 	ctx := context.Background()
 	cfg := StreamConfig{Storage: jetstream.FileStorage}
-	if err := EnsureStreams(ctx, js, cfg, log.NewNopLogger()); err != nil {
+	var logs logBuffer
+	k := NewStreamKeeper(cfg, logs.logger())
+	if err := k.Ensure(ctx, js); err != nil {
 		t.Fatal(err)
 	}
-	// An operator changes the stream, including a setting Streams does
-	// not define.
+	// An operator changes the stream with the nats CLI.
 	changed := streamConfig(t, js, StreamEvents)
 	changed.MaxAge = time.Hour
 	changed.Duplicates = 10 * time.Second
-	changed.MaxMsgs = 1000
+	changed.MaxMsgSize = 64 << 10
 	changed.Metadata = map[string]string{"owner": "ops"}
 	if _, err := js.UpdateStream(ctx, changed); err != nil {
 		t.Fatal(err)
 	}
 
-	var logs logBuffer
-	if err := EnsureStreams(ctx, js, cfg, logs.logger()); err != nil {
-		t.Fatal(err)
+	for range 3 { // the reconnects that follow
+		if err := k.Ensure(ctx, js); err != nil {
+			t.Fatal(err)
+		}
 	}
 	have := streamConfig(t, js, StreamEvents)
-	if want := Streams(cfg)[0]; !sameDefined(have, want) {
-		t.Errorf("EVENTS not updated\n got %+v\nwant %+v", have, want)
+	if have.MaxAge != time.Hour || have.Duplicates != 10*time.Second || have.MaxMsgSize != 64<<10 || have.Metadata["owner"] != "ops" {
+		t.Errorf("EVENTS changed: max_age %v, duplicate_window %v, max_msg_size %d, metadata %v; want the operator's settings kept",
+			have.MaxAge, have.Duplicates, have.MaxMsgSize, have.Metadata)
 	}
-	if have.Metadata["owner"] != "ops" {
-		t.Errorf("metadata %v; want the operator's owner=ops kept", have.Metadata)
+	warnings := logs.lines("level=warn")
+	if len(warnings) != 1 {
+		t.Fatalf("%d warnings over 3 reconnects; want 1:\n%s", len(warnings), logs.String())
 	}
-	if !strings.Contains(logs.String(), "stream updated") || !strings.Contains(logs.String(), "stream=EVENTS") {
-		t.Errorf("no update logged:\n%s", logs.String())
+	for _, s := range []string{"stream=EVENTS", "max_age=1h0m0s (recommended 5m0s)", "duplicate_window=10s (recommended 2m0s)", "max_msg_size=65536 (recommended -1)"} {
+		if !strings.Contains(warnings[0], s) {
+			t.Errorf("the warning lacks %q:\n%s", s, warnings[0])
+		}
+	}
+	if strings.Contains(warnings[0], "description") || strings.Contains(warnings[0], "max_msgs=") {
+		t.Errorf("the warning names settings that do not differ:\n%s", warnings[0])
+	}
+}
+
+func TestStreamKeeperWarnsAgainWhenTheDifferencesChange(t *testing.T) {
+	js := newJetStream(t, connect(t, natstest.Run(t), log.NewNopLogger()))
+	ctx := context.Background()
+	var logs logBuffer
+	k := NewStreamKeeper(StreamConfig{Storage: jetstream.FileStorage}, logs.logger())
+	if err := k.Ensure(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	for _, age := range []time.Duration{time.Hour, 2 * time.Hour} {
+		c := streamConfig(t, js, StreamEvents)
+		c.MaxAge = age
+		if _, err := js.UpdateStream(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		if err := k.Ensure(ctx, js); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(logs.lines("level=warn")); n != 2 {
+		t.Errorf("%d warnings for two different changes; want 2:\n%s", n, logs.String())
 	}
 }
 
@@ -134,17 +166,14 @@ func TestEnsureStreamsUsesAStreamOfAnotherStorageTypeAsItIs(t *testing.T) {
 		t.Fatal(err)
 	}
 	have := streamConfig(t, js, StreamEvents)
-	if have.Storage != jetstream.MemoryStorage {
-		t.Errorf("EVENTS storage %s; want it left as memory", have.Storage)
-	}
-	if have.MaxAge != 5*time.Minute {
-		t.Errorf("EVENTS max age %s; want the other settings updated (5m)", have.MaxAge)
+	if have.Storage != jetstream.MemoryStorage || have.MaxAge != time.Hour {
+		t.Errorf("EVENTS storage %s, max age %s; want it left as it is (memory, 1h)", have.Storage, have.MaxAge)
 	}
 	if s := streamConfig(t, js, StreamCommands); s.Storage != jetstream.FileStorage {
 		t.Errorf("COMMANDS storage %s; want file", s.Storage)
 	}
 	out := logs.String()
-	if !strings.Contains(out, "level=warn") || !strings.Contains(out, "stream=EVENTS") || !strings.Contains(out, "another storage type") {
+	if !strings.Contains(out, "level=warn") || !strings.Contains(out, "stream=EVENTS") || !strings.Contains(out, "storage=Memory (recommended File)") {
 		t.Errorf("no storage warning logged:\n%s", out)
 	}
 }
@@ -232,4 +261,15 @@ func TestCheckJetStream(t *testing.T) {
 			}
 		})
 	}
+}
+
+// lines returns the log lines holding s.
+func (b *logBuffer) lines(s string) []string {
+	var out []string
+	for _, line := range strings.Split(b.String(), "\n") {
+		if strings.Contains(line, s) {
+			out = append(out, line)
+		}
+	}
+	return out
 }
