@@ -8,7 +8,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -24,6 +23,7 @@ import (
 func init() { demo = startDemo }
 
 func startDemo(getenv func(string) string) (func(string) string, func()) {
+	giveBackTerminal := takeTerminal()
 	shards := 4
 	sim := discordsim.New(discordsim.Config{
 		Shards:            shards,
@@ -78,6 +78,7 @@ func startDemo(getenv func(string) string) (func(string) string, func()) {
 		ns.Shutdown()
 		sim.Close()
 		os.RemoveAll(dir)
+		giveBackTerminal()
 	}
 }
 
@@ -86,7 +87,7 @@ func startDemo(getenv func(string) string) (func(string) string, func()) {
 // not reach it, so the hand-off and the deregistration still find it. The
 // gateway then registers, claims its pool and shows it in /status.
 func startDemoConsul() (addr string, stop func()) {
-	agent, err := consultest.StartAgentWith(&syscall.SysProcAttr{Setpgid: true})
+	agent, err := consultest.StartAgentWith(ownProcessGroup())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo: consul:", err)
 		os.Exit(1)
