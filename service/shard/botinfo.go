@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/diamondburned/arikawa/v3/api"
 	"github.com/diamondburned/arikawa/v3/utils/httputil"
@@ -34,4 +35,23 @@ func FetchGatewayBot(ctx context.Context, apiURL, token string) (*GatewayBot, er
 		return nil, errors.New("GET /gateway/bot: response has no session_start_limit")
 	}
 	return bd, nil
+}
+
+// StartLimitOf is bot's session_start_limit as a StartLimit, for a response
+// received at at: the window ends reset_after later.
+func StartLimitOf(bot *GatewayBot, at time.Time) StartLimit {
+	l := bot.StartLimit
+	return StartLimit{Total: l.Total, Remaining: l.Remaining, ResetAt: at.Add(l.ResetAfter.Duration())}
+}
+
+// StartLimitReader returns the SessionStartsConfig.Fetch that reads
+// /gateway/bot from apiURL with token.
+func StartLimitReader(apiURL, token string) func(context.Context) (StartLimit, error) {
+	return func(ctx context.Context) (StartLimit, error) {
+		bot, err := FetchGatewayBot(ctx, apiURL, token)
+		if err != nil {
+			return StartLimit{}, err
+		}
+		return StartLimitOf(bot, time.Now()), nil
+	}
 }

@@ -13,9 +13,11 @@ type Metrics struct {
 	HeartbeatLatency *prometheus.GaugeVec   // shard_id
 	Ready            *prometheus.GaugeVec   // shard_id
 	WireBytes        *prometheus.CounterVec // shard_id
-	// SessionStarts is session_start_limit.remaining: set from
-	// /gateway/bot, decremented by each IDENTIFY.
-	SessionStarts prometheus.Gauge
+	// SessionStarts is session_start_limit.remaining as the session start
+	// budget counts it (budget.go); SessionStartReserve is the count at
+	// which IDENTIFYs stop.
+	SessionStarts       prometheus.Gauge
+	SessionStartReserve prometheus.Gauge
 }
 
 // NewMetrics creates the shard metrics and registers them with reg.
@@ -55,10 +57,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"shard_id"}),
 		SessionStarts: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gateway_session_start_remaining",
-			Help: "Session starts (IDENTIFYs) Discord still allows the bot in its 24 h budget: session_start_limit.remaining of GET /gateway/bot, decremented by each IDENTIFY and refreshed periodically.",
+			Help: "Session starts (IDENTIFYs) Discord still allows the bot in its 24 h budget: session_start_limit.remaining of GET /gateway/bot, less each start reserved for an IDENTIFY (fleet-wide with Consul), read again when low, after the reset and periodically.",
+		}),
+		SessionStartReserve: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gateway_session_start_reserve",
+			Help: "Session starts kept in reserve (SESSION_START_RESERVE): no IDENTIFY is sent while gateway_session_start_remaining is at or below it; shards wait for Discord's reset in state session_limit.",
 		}),
 	}
-	reg.MustRegister(m.EventsReceived, m.FramesMalformed, m.Reconnects, m.Identifies, m.Guilds, m.HeartbeatLatency, m.Ready, m.WireBytes, m.SessionStarts)
+	reg.MustRegister(m.EventsReceived, m.FramesMalformed, m.Reconnects, m.Identifies, m.Guilds, m.HeartbeatLatency, m.Ready, m.WireBytes, m.SessionStarts, m.SessionStartReserve)
 	return m
 }
 

@@ -80,10 +80,13 @@ type Config struct {
 	// op 9 d=false or close 4007/4009 (Discord asks for 1–5 s).
 	InvalidSessionDelay func() time.Duration
 
-	Identify  IdentifyLimiter
-	Publisher publish.Publisher
-	Metrics   *Metrics
-	Logger    log.Logger
+	Identify IdentifyLimiter
+	// SessionStarts is the bot's daily session start budget (budget.go):
+	// every IDENTIFY takes a start from it first. nil: not counted (tests).
+	SessionStarts *SessionStarts
+	Publisher     publish.Publisher
+	Metrics       *Metrics
+	Logger        log.Logger
 
 	// Resume, when set, makes the first connection RESUME this session.
 	Resume *Handoff
@@ -105,6 +108,11 @@ type Shard struct {
 	sess    *Session
 	guilds  map[uint64]struct{}
 	lastErr string
+
+	// start is the session start reserved for the connection being run,
+	// when it will IDENTIFY: Run's goroutine sets and releases it, the
+	// identify goroutine it starts spends it.
+	start *SessionStart
 
 	cmds commands // the command path (commands.go)
 }
@@ -156,7 +164,9 @@ func (s *Shard) Run(ctx context.Context) error {
 			}
 			return a.Err
 		case Dial:
-			if a.Reason != "" {
+			if a.Reason == reasonSessionLimit {
+				level.Debug(s.logger).Log("msg", "waiting for the session start budget to reset", "delay", a.After.Round(time.Millisecond))
+			} else if a.Reason != "" {
 				s.cfg.Metrics.Reconnects.WithLabelValues(s.label, a.Reason).Inc()
 				if a.Err != nil {
 					s.setErr(a.Err)
@@ -167,9 +177,36 @@ func (s *Shard) Run(ctx context.Context) error {
 				end = s.step(ctx, nil, Shutdown{}, &buf)
 				continue
 			}
+			if refused := s.reserveStart(ctx, a); refused != nil {
+				end = s.step(ctx, nil, refused, &buf)
+				continue
+			}
 			end = s.connect(ctx, a)
+			s.start.Release() // the connection ended without sending IDENTIFY
+			s.start = nil
 		}
 	}
+}
+
+// reserveStart takes the session start that a Dial which will IDENTIFY
+// spends, before dialing, so that no connection is held while the budget
+// is at its reserve. It returns the input to feed instead of dialing:
+// SessionLimited until the reset, or Shutdown when ctx ended.
+func (s *Shard) reserveStart(ctx context.Context, d Dial) Input {
+	if d.Resume || s.cfg.SessionStarts == nil {
+		return nil
+	}
+	start, err := s.cfg.SessionStarts.Reserve(ctx, s.cfg.ID)
+	var limit *SessionLimitError
+	switch {
+	case errors.As(err, &limit):
+		s.setErr(limit)
+		return SessionLimited{Wait: limit.Wait}
+	case err != nil:
+		return Shutdown{} // Reserve retries everything else until ctx ends
+	}
+	s.start = start
+	return nil
 }
 
 // link is one connection and the goroutines that live as long as it does.
@@ -478,6 +515,11 @@ func (s *Shard) identify(l *link) {
 	if err := permit.Wait(l.ctx); err != nil {
 		return
 	}
+	if s.cfg.SessionStarts != nil && s.start == nil {
+		// Not reached: Run reserves before every Dial that will IDENTIFY.
+		l.conn.close(closeResumable, "no session start reserved")
+		return
+	}
 	cmd := gateway.IdentifyCommand{
 		Token:      s.cfg.Token,
 		Properties: gateway.IdentifyProperties{gateway.IdentifyOS: runtime.GOOS, gateway.IdentifyBrowser: "shardpool", gateway.IdentifyDevice: "shardpool"},
@@ -491,6 +533,13 @@ func (s *Shard) identify(l *link) {
 		l.conn.close(closeResumable, "encode IDENTIFY")
 		return
 	}
+	// Spent from the first byte: a write that fails may still have reached
+	// Discord, which counts the IDENTIFY.
+	if s.start != nil {
+		s.start.Spent()
+	} else {
+		s.cfg.Metrics.SessionStarts.Dec()
+	}
 	if err := l.conn.send(l.ctx, b, false); err != nil {
 		l.conn.close(closeResumable, "send IDENTIFY failed")
 		return
@@ -498,7 +547,6 @@ func (s *Shard) identify(l *link) {
 	// The window counts from after the write, never from before it.
 	sent = time.Now()
 	s.cfg.Metrics.Identifies.WithLabelValues(s.label).Inc()
-	s.cfg.Metrics.SessionStarts.Dec()
 	level.Info(s.logger).Log("msg", "identified", "total_shards", s.cfg.Total)
 }
 
