@@ -11,11 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/diamondburned/arikawa/v3/gateway"
-
-	"github.com/shardpool/gateway/service/event"
 	jspub "github.com/shardpool/gateway/service/publish/jetstream"
-	"github.com/shardpool/gateway/service/shard"
 )
 
 // Config is the gateway's configuration. Every setting is an environment
@@ -35,8 +31,6 @@ type Config struct {
 	HTTPPort        int
 	LogLevel        string
 	Compression     string
-	Intents         gateway.Intents // GATEWAY_INTENTS
-	ExtraEvents     []string        // EXTRA_EVENTS
 	DrainToken      string
 	DrainTimeout    time.Duration
 	BufferMaxEvents int
@@ -191,16 +185,6 @@ var vars = []variable{
 			return nil
 		}
 		return fmt.Errorf("%q must be zlib-stream, zstd-stream or none", v)
-	}},
-	{"GATEWAY_INTENTS", "GUILDS,GUILD_MEMBERS", "gateway intents IDENTIFY asks for: names (GUILDS,GUILD_MEMBERS,GUILD_VOICE_STATES) or an integer", func(c *Config, v string) error {
-		in, err := shard.ParseIntents(v)
-		c.Intents = in
-		return err
-	}},
-	{"EXTRA_EVENTS", "", "further dispatch names to publish, comma separated, each to events.dispatch.<NAME> in the EVENTS stream (e.g. VOICE_STATE_UPDATE,VOICE_SERVER_UPDATE)", func(c *Config, v string) error {
-		names, err := event.ParseExtraEvents(v)
-		c.ExtraEvents = names
-		return err
 	}},
 	{"DRAIN_TOKEN", "", "bearer token required by POST /drain (unset: no auth; a warning when the HTTP host is not loopback)", func(c *Config, v string) error {
 		c.DrainToken = v
