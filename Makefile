@@ -116,3 +116,16 @@ CHAOS_TIMEOUT ?= 60m
 .PHONY: chaos
 chaos:
 	CHAOS_DURATION=$(CHAOS_DURATION) CHAOS_SEED=$(CHAOS_SEED) $(GO) test -race -count=1 -v -run '^TestChaos' -timeout $(CHAOS_TIMEOUT) ./cmd/gateway/
+
+## chaos-fleet: the fleet chaos run (cmd/gateway/fleet_chaos_test.go) for
+## CHAOS_DURATION: three gateway processes (the real binary, built without
+## -race; FLEET_RACE=1 builds it with), a Consul agent, JetStream and the
+## simulator under seeded faults: SIGKILL, SIGSTOP/SIGCONT, a partition from
+## Consul, drain and replace, Consul and NATS restarts. Then no shard live on
+## two connections, no Discord rule broken, every event once, no leak.
+## `make test` runs it for 30s. CHAOS_SEED=<seed> replays a run's faults,
+## CHAOS_FAULTS=kill,stop,... limits them; the logs and a timeline of a
+## failed run stay in $TMPDIR/fleet-chaos-*
+.PHONY: chaos-fleet
+chaos-fleet: consul
+	CHAOS_DURATION=$(CHAOS_DURATION) CHAOS_SEED=$(CHAOS_SEED) CHAOS_FAULTS=$(CHAOS_FAULTS) $(GO) test -race -count=1 -v -run '^TestFleetChaos' -timeout $(CHAOS_TIMEOUT) ./cmd/gateway/
