@@ -110,6 +110,7 @@ func TestPrometheusAlertRulesCoverTheGatewaysFailures(t *testing.T) {
 		"GatewayPoolNotReady":            "gateway_shards_ready",
 		"GatewayCircuitBreakerOpen":      "gateway_circuit_breaker_state",
 		"GatewayRouteFailures":           "gateway_route_failures_total",
+		"GatewayEventsDropped":           "gateway_events_dropped_total",
 		"GatewayPublishBufferFilling":    "gateway_publish_buffer_bytes",
 		"GatewayBackpressure":            "gateway_backpressure_seconds_total",
 		"GatewayIdentifyBudgetLow":       "gateway_session_start_remaining",

@@ -26,6 +26,7 @@ type testEnv struct {
 	t       *testing.T
 	sim     *discordsim.Server
 	ns      *natstest.Server
+	cluster *natstest.Cluster // instead of ns, with envOptions.cluster
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	m       *Main
@@ -39,6 +40,7 @@ type envOptions struct {
 	sim     discordsim.Config
 	noNATS  bool
 	storage string // memory (default) or file
+	cluster int    // NATS servers in a JetStream cluster; 0: one server
 	config  func(*Config)
 }
 
@@ -92,12 +94,17 @@ func startEnv(t *testing.T, o envOptions) *testEnv {
 	cfg.IdentifyWindow = o.sim.IdentifyWindow
 	cfg.BackoffBase, cfg.BackoffMax = 20*time.Millisecond, 500*time.Millisecond
 	if !o.noNATS {
-		e.ns = natstest.Run(t)
-		cfg.NATSURL = e.ns.ClientURL()
+		if o.cluster > 0 {
+			e.cluster = natstest.RunCluster(t, o.cluster)
+			cfg.NATSURL = e.cluster.ClientURL()
+		} else {
+			e.ns = natstest.Run(t)
+			cfg.NATSURL = e.ns.ClientURL()
+		}
 		if o.storage != "" {
 			cfg.StreamStorage = o.storage
 		}
-		nc, err := nats.Connect(e.ns.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+		nc, err := nats.Connect(cfg.NATSURL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -45,6 +45,7 @@ func (m *Main) openPublishPath() error {
 		MaxEvents: m.Config.BufferMaxEvents,
 		MaxBytes:  m.Config.BufferMaxBytes,
 		Metrics:   publish.NewBufferMetrics(m.reg),
+		Logger:    m.logger,
 	})
 	return nil
 }
@@ -148,7 +149,7 @@ func (m *Main) connectNATS(name string) (*natsBroker, error) {
 	if cfg.StreamStorage == "file" {
 		storage = jetstream.FileStorage
 	}
-	streams := jspub.StreamConfig{Storage: storage, Replicas: cfg.StreamReplicas}
+	streams := jspub.NewStreamKeeper(jspub.StreamConfig{Storage: storage, Replicas: cfg.StreamReplicas}, m.logger)
 	// Not Run's context: the streams must stay ensured while the pool
 	// drains, until the broker closes.
 	ectx, stop := context.WithCancel(context.Background())
@@ -174,7 +175,7 @@ func kick(kicks chan<- struct{}) {
 }
 
 // keepStreams runs a round of ensure on every kick, until ctx ends.
-func (b *natsBroker) keepStreams(ctx context.Context, js jetstream.JetStream, streams jspub.StreamConfig, kicks <-chan struct{}, logger log.Logger) {
+func (b *natsBroker) keepStreams(ctx context.Context, js jetstream.JetStream, streams *jspub.StreamKeeper, kicks <-chan struct{}, logger log.Logger) {
 	why := &reasonLog{logger: logger, every: jspub.DefaultSummaryEvery}
 	for {
 		select {
@@ -189,7 +190,7 @@ func (b *natsBroker) keepStreams(ctx context.Context, js jetstream.JetStream, st
 // ensure asks the server whether it has JetStream, then ensures the
 // streams, retrying with backoff (and at once on a kick) until both are
 // done or the connection is down: the next connect kicks again.
-func (b *natsBroker) ensure(ctx context.Context, js jetstream.JetStream, streams jspub.StreamConfig, kicks <-chan struct{}, why *reasonLog) {
+func (b *natsBroker) ensure(ctx context.Context, js jetstream.JetStream, streams *jspub.StreamKeeper, kicks <-chan struct{}, why *reasonLog) {
 	for delay := 500 * time.Millisecond; ; delay = min(delay*2, 30*time.Second) {
 		err := b.ensureOnce(ctx, js, streams, why)
 		if err == nil || ctx.Err() != nil || !b.nc.IsConnected() {
@@ -206,7 +207,7 @@ func (b *natsBroker) ensure(ctx context.Context, js jetstream.JetStream, streams
 	}
 }
 
-func (b *natsBroker) ensureOnce(ctx context.Context, js jetstream.JetStream, streams jspub.StreamConfig, why *reasonLog) error {
+func (b *natsBroker) ensureOnce(ctx context.Context, js jetstream.JetStream, streams *jspub.StreamKeeper, why *reasonLog) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	reconnects := b.nc.Stats().Reconnects
@@ -221,7 +222,7 @@ func (b *natsBroker) ensureOnce(ctx context.Context, js jetstream.JetStream, str
 	}
 	b.setJetStream(service.JetStreamEnabled, reconnects)
 	why.enabled()
-	return jspub.EnsureStreams(ctx, js, streams, why.logger)
+	return streams.Ensure(ctx, js)
 }
 
 // reasonLog says why the streams cannot be ensured yet: a new reason at
