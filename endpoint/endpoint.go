@@ -15,6 +15,10 @@ type Set struct {
 	StatusEndpoint    endpoint.Endpoint
 	ReadinessEndpoint endpoint.Endpoint
 	DrainEndpoint     endpoint.Endpoint
+	// SendEndpoint and PlanEndpoint are the command path's (send.go); nil
+	// until the wiring sets them with MakeSendEndpoint and MakePlanEndpoint.
+	SendEndpoint endpoint.Endpoint
+	PlanEndpoint endpoint.Endpoint
 }
 
 // New returns a Set over svc with mw applied to every endpoint.

@@ -46,6 +46,9 @@ func NewHTTPHandler(e endpoint.Set, opts Options) http.Handler {
 	mux.Handle("GET /ready", httptransport.NewServer(e.ReadinessEndpoint, decodeEmpty(endpoint.ReadinessRequest{}), encodeReadiness, serverOpts...))
 	mux.Handle("GET /status", httptransport.NewServer(e.StatusEndpoint, decodeEmpty(endpoint.StatusRequest{}), encodeStatus, serverOpts...))
 	mux.Handle("POST /drain", requireBearer(opts.DrainToken, httptransport.NewServer(e.DrainEndpoint, decodeEmpty(endpoint.DrainRequest{}), encodeDrain, serverOpts...)))
+	if e.SendEndpoint != nil {
+		mux.Handle("POST /shards/{shard_id}/send", requireBearer(opts.DrainToken, httptransport.NewServer(e.SendEndpoint, decodeHTTPSend, encodeHTTPSend, serverOpts...)))
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}))
 	return limitBody(mux)
 }
@@ -67,7 +70,7 @@ func requireBearer(token string, next http.Handler) http.Handler {
 		got := []byte(r.Header.Get("Authorization"))
 		if subtle.ConstantTimeCompare(got, want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="drain"`)
-			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized: POST /drain needs Authorization: Bearer <DRAIN_TOKEN>"})
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized: " + r.Method + " " + r.URL.Path + " needs Authorization: Bearer <DRAIN_TOKEN>"})
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -113,6 +116,8 @@ func encodeError(_ context.Context, err error, w http.ResponseWriter) {
 		code = http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		code = http.StatusGatewayTimeout
+	case errors.As(err, new(badRequestError)):
+		code = http.StatusBadRequest
 	}
 	writeJSON(w, code, map[string]string{"error": err.Error()})
 }

@@ -60,6 +60,7 @@ type Main struct {
 	nats         *natsBroker       // openPublishPath; nil in local mode
 	breaker      *publish.Breaker  // nil in local mode
 	buffer       *publish.Buffer   // what the shards publish into
+	commands     *commandPath      // openCommandPath
 	listener     net.Listener      // openListener
 	consul       *discovery.Consul // openFleet
 	poolDrain    time.Duration     // openFleet or openStaticPool
@@ -141,6 +142,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := m.openPublishPath(); err != nil {
 		return err
 	}
+	if err := m.openCommandPath(); err != nil {
+		return err
+	}
 	if err := m.openListener(); err != nil {
 		return err
 	}
@@ -164,6 +168,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 // and the member need nothing: they stop with the run group; the HTTP
 // server has shut down in it too.
 func (m *Main) release() {
+	if m.commands != nil {
+		m.commands.close()
+		m.commands = nil
+	}
 	if m.listener != nil {
 		m.listener.Close() // already closed by the server's Shutdown once served
 		m.listener = nil
@@ -255,6 +263,7 @@ func (m *Main) openHTTPServer() {
 	svc = service.LoggingMiddleware(m.logger)(svc)
 	svc = service.InstrumentingMiddleware(service.NewServiceMetrics(m.reg))(svc)
 	endpoints := endpoint.New(svc)
+	endpoints.SendEndpoint, endpoints.PlanEndpoint = m.commands.endpoints.SendEndpoint, m.commands.endpoints.PlanEndpoint
 	handler := transport.NewHTTPHandler(endpoints, transport.Options{DrainToken: m.Config.DrainToken, Gatherer: m.reg, Logger: m.logger})
 	m.server = &http.Server{
 		Handler:           handler,

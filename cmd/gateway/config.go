@@ -11,7 +11,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/diamondburned/arikawa/v3/gateway"
+
+	"github.com/shardpool/gateway/service/event"
 	jspub "github.com/shardpool/gateway/service/publish/jetstream"
+	"github.com/shardpool/gateway/service/shard"
 )
 
 // Config is the gateway's configuration. Every setting is an environment
@@ -31,6 +35,8 @@ type Config struct {
 	HTTPPort        int
 	LogLevel        string
 	Compression     string
+	Intents         gateway.Intents // GATEWAY_INTENTS
+	ExtraEvents     string          // EXTRA_EVENTS, checked, comma separated
 	DrainToken      string
 	DrainTimeout    time.Duration
 	BufferMaxEvents int
@@ -54,6 +60,7 @@ type Config struct {
 	// Not settable from outside: tests scale Discord's 5 s identify window
 	// and backoff down, as the simulator does.
 	IdentifyWindow time.Duration
+	SendBudget     shard.SendBudget // zero: Discord's 120 per 60 s
 	BackoffBase    time.Duration
 	BackoffMax     time.Duration
 }
@@ -185,6 +192,16 @@ var vars = []variable{
 			return nil
 		}
 		return fmt.Errorf("%q must be zlib-stream, zstd-stream or none", v)
+	}},
+	{"GATEWAY_INTENTS", "GUILDS,GUILD_MEMBERS", "gateway intents IDENTIFY asks for: names (GUILDS,GUILD_MEMBERS,GUILD_VOICE_STATES) or an integer", func(c *Config, v string) error {
+		in, err := shard.ParseIntents(v)
+		c.Intents = in
+		return err
+	}},
+	{"EXTRA_EVENTS", "", "further dispatch names to publish, comma separated, each to events.dispatch.<NAME> in the EVENTS stream (e.g. VOICE_STATE_UPDATE,VOICE_SERVER_UPDATE)", func(c *Config, v string) error {
+		names, err := event.ParseExtraEvents(v)
+		c.ExtraEvents = strings.Join(names, ",")
+		return err
 	}},
 	{"DRAIN_TOKEN", "", "bearer token required by POST /drain (unset: no auth; a warning when the HTTP host is not loopback)", func(c *Config, v string) error {
 		c.DrainToken = v

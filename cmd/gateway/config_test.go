@@ -22,7 +22,7 @@ func TestParseConfigDefaults(t *testing.T) {
 	want := Config{
 		DiscordToken: "tok", DiscordAPIURL: "https://discord.com/api/v10", TotalShards: 0, ShardsPerPool: 25, PoolID: 0,
 		StreamStorage: "memory", StreamReplicas: 1, HTTPHost: "0.0.0.0", HTTPPort: 9090, LogLevel: "info",
-		Compression: "zlib-stream", DrainTimeout: 20 * time.Second, BufferMaxEvents: 500000, BufferMaxBytes: 256 << 20,
+		Compression: "zlib-stream", Intents: 3 /* GUILDS,GUILD_MEMBERS */, DrainTimeout: 20 * time.Second, BufferMaxEvents: 500000, BufferMaxBytes: 256 << 20,
 		IdentifyWindow: 5 * time.Second, BackoffBase: time.Second, BackoffMax: time.Minute,
 		ServiceName: "discord-gateway", KVPrefix: "discord-gateway", SessionTTL: 15 * time.Second, LockDelay: 15 * time.Second,
 		CheckInterval: 10 * time.Second, DeregisterAfter: time.Minute, HandoffMaxAge: 3 * time.Minute,
@@ -101,6 +101,15 @@ var badValues = map[string][]struct{ value, msg string }{
 	"GATEWAY_COMPRESSION": {
 		{"", `invalid GATEWAY_COMPRESSION: "" must be zlib-stream, zstd-stream or none`},
 		{"gzip", `invalid GATEWAY_COMPRESSION: "gzip" must be zlib-stream, zstd-stream or none`},
+	},
+	"GATEWAY_INTENTS": {
+		{"", `invalid GATEWAY_INTENTS: "" names no intent`},
+		{"GUILDS,GUILD_VOICE", `invalid GATEWAY_INTENTS: "GUILD_VOICE" is not a gateway intent (see https://discord.com/developers/docs/events/gateway#list-of-intents)`},
+		{"1048576000", `invalid GATEWAY_INTENTS: 1048576000 has bits Discord defines no intent for`},
+	},
+	"EXTRA_EVENTS": {
+		{"voice_state_update", `invalid EXTRA_EVENTS: "voice_state_update" is not a Discord dispatch name (upper case letters, digits and _)`},
+		{"GUILD_CREATE", `invalid EXTRA_EVENTS: GUILD_CREATE is published already (the events table)`},
 	},
 	"DRAIN_TIMEOUT": {
 		{"", `invalid DRAIN_TIMEOUT: "" must be a positive duration such as 20s`},

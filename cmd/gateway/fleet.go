@@ -73,6 +73,7 @@ func (m *Main) newPool(id int, resume map[int]*shard.Handoff) *service.Pool {
 	// NewShard runs later, on the pool's goroutines: it takes copies, not
 	// Main's fields, which release clears.
 	gatewayURL, buffer, metrics, logger := m.plan.gatewayURL, m.buffer, m.shardMetrics, m.logger
+	commands := m.shardCommands()
 	var identify interface {
 		shard.IdentifyLimiter
 		Expect(shardIDs ...int)
@@ -99,6 +100,7 @@ func (m *Main) newPool(id int, resume map[int]*shard.Handoff) *service.Pool {
 				Metrics:     metrics,
 				Logger:      logger,
 				Resume:      resume[sid],
+				Commands:    commands,
 			})
 		},
 		Publish:      buffer,

@@ -41,6 +41,13 @@ func (m *CommandMetrics) track(s *Shard) {
 	if m == nil {
 		return
 	}
+	// The series a dashboard reads exist from the start, at zero.
+	for _, op := range []int{OpPresenceUpdate, OpVoiceStateUpdate, OpRequestGuildMembers} {
+		m.Commands.WithLabelValues(s.label, opLabel(op), ResultOK)
+	}
+	for _, kind := range []string{"chunk", "rate_limited", "dropped"} {
+		m.Replies.WithLabelValues(s.label, kind)
+	}
 	m.mu.Lock()
 	m.shards[s] = struct{}{}
 	m.mu.Unlock()

@@ -80,6 +80,9 @@ const (
 	ResultNotReady = "not_ready"
 	ResultNoBudget = "no_budget"
 	ResultFailed   = "failed"
+	// ResultRateLimited is an op 8 that Discord answered with RATE_LIMITED:
+	// a reply to its asker, not a result of gateway_commands_total.
+	ResultRateLimited = "rate_limited"
 )
 
 // Reply is one answer of Discord to a REQUEST_GUILD_MEMBERS: a

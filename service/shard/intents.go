@@ -2,7 +2,6 @@ package shard
 
 import (
 	"fmt"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -66,7 +65,7 @@ func ParseIntents(v string) (gateway.Intents, error) {
 		}
 		bit, ok := intentBits[name]
 		if !ok {
-			return 0, fmt.Errorf("%q is not a gateway intent (known: %s)", name, strings.Join(intentNames(), ", "))
+			return 0, fmt.Errorf("%q is not a gateway intent (see https://discord.com/developers/docs/events/gateway#list-of-intents)", name)
 		}
 		in |= 1 << bit
 	}
@@ -74,18 +73,4 @@ func ParseIntents(v string) (gateway.Intents, error) {
 		return 0, fmt.Errorf("%q names no intent", v)
 	}
 	return in, nil
-}
-
-func intentNames() []string {
-	names := make([]string, 0, len(intentBits))
-	for n := range intentBits {
-		names = append(names, n)
-	}
-	sort.Slice(names, func(i, j int) bool {
-		if intentBits[names[i]] != intentBits[names[j]] {
-			return intentBits[names[i]] < intentBits[names[j]]
-		}
-		return names[i] < names[j]
-	})
-	return names
 }
