@@ -52,6 +52,16 @@ func (a *answeringBroker) tries(seq int64) (whole, compact int) {
 	return whole, compact
 }
 
+// gap is the time between attempt i-1 and attempt i (0 if there is none).
+func (a *answeringBroker) gap(i int) time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if i < 1 || i >= len(a.times) {
+		return 0
+	}
+	return a.times[i].Sub(a.times[i-1])
+}
+
 func (a *answeringBroker) count() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -238,45 +248,41 @@ func TestBufferNeverDropsAnEventTheBrokerFailsToStore(t *testing.T) {
 }
 
 func TestBufferPausesLongerAndLongerWhileEveryAckFails(t *testing.T) {
-	var failing sync.Map
-	failing.Store("all", true)
-	fb := &answeringBroker{answer: func(*event.Event) error {
-		if _, ok := failing.Load("all"); ok {
+	var failing sync.Map // seq → fail its next attempt; 0 → fail all
+	failing.Store(int64(0), true)
+	fb := &answeringBroker{answer: func(ev *event.Event) error {
+		_, all := failing.Load(int64(0))
+		if _, once := failing.LoadAndDelete(ev.Seq); all || once {
 			return errors.New("insufficient storage resources available (err_code 10047)")
 		}
 		return nil
 	}}
-	b := NewBuffer(fb, BufferConfig{MaxEvents: 10, RetryWait: 10 * time.Millisecond, MaxRetryWait: 80 * time.Millisecond})
+	b := NewBuffer(fb, BufferConfig{MaxEvents: 10, RetryWait: 20 * time.Millisecond, MaxRetryWait: 320 * time.Millisecond})
 	defer b.Close()
 	var o outcomes
 	publishAll(t, b, &o, ev(1))
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(700 * time.Millisecond)
 
-	// Pauses of 10, 20, 40, 80, 80, ... ms: about 8 attempts in 500 ms.
-	// Without them it is thousands.
-	if n := fb.count(); n < 4 || n > 12 {
-		t.Fatalf("%d attempts in 500 ms while every ack fails; want about 8 (pauses doubling from 10 ms to 80 ms)", n)
+	// Pauses of 20, 40, 80, 160, 320 ms: about 6 attempts in 700 ms.
+	// Without them it is hundreds of thousands.
+	if n := fb.count(); n < 3 || n > 9 {
+		t.Fatalf("%d attempts in 700 ms while every ack fails; want about 6 (pauses doubling from 20 ms to 320 ms)", n)
 	}
-	fb.mu.Lock()
-	var gaps []time.Duration
-	for i := 1; i < len(fb.times); i++ {
-		gaps = append(gaps, fb.times[i].Sub(fb.times[i-1]))
-	}
-	fb.mu.Unlock()
-	for i, want := range []time.Duration{10, 20, 40, 80, 80} {
-		if i < len(gaps) && gaps[i] < want*time.Millisecond {
-			t.Errorf("pause %d lasted %v; want at least %v (all: %v)", i+1, gaps[i], want*time.Millisecond, gaps)
+	for i, want := range []time.Duration{20, 40, 80, 160} {
+		if gap := fb.gap(i + 1); gap > 0 && gap < want*time.Millisecond {
+			t.Errorf("pause %d lasted %v; want at least %v", i+1, gap, want*time.Millisecond)
 		}
 	}
 
-	// An ack ends the pauses: what comes next goes at once.
-	failing.Delete("all")
+	// An ack ends the pauses: the next failure pauses 20 ms again, not
+	// 640 ms.
+	failing.Delete(int64(0))
 	flush(t, b)
-	start := time.Now()
-	publishAll(t, b, &o, ev(2), ev(3), ev(4))
+	failing.Store(int64(2), true)
+	publishAll(t, b, &o, ev(2))
 	flush(t, b)
-	if d := time.Since(start); d > 40*time.Millisecond {
-		t.Errorf("three events took %v after the broker recovered; want no pause", d)
+	if gap := fb.gap(fb.count() - 1); gap > 200*time.Millisecond {
+		t.Errorf("after an ack, a failure paused %v; want the first pause again (20 ms)", gap)
 	}
 }
 
