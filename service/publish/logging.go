@@ -38,15 +38,17 @@ func Logging(logger log.Logger, interval time.Duration) Middleware {
 	}
 	return func(next Publisher) Publisher {
 		return PublisherFunc(func(ctx context.Context, ev *event.Event, done Done) error {
+			// An event refused for the message itself is not "failing and
+			// retried": the buffer logs what becomes of it.
 			err := next.Publish(ctx, ev, func(err error) {
-				if err != nil {
+				if err != nil && !IsRejected(err) {
 					fail(ev, "ack", err)
 				}
 				done(err)
 			})
 			// Refusals by an open breaker are expected; the breaker logs its
 			// own transitions.
-			refused := errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests)
+			refused := errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) || IsRejected(err)
 			if err != nil && ctx.Err() == nil && !refused {
 				fail(ev, "publish", err)
 			}

@@ -450,3 +450,16 @@ func (l *lockedLog) lineWith(s string) string {
 	}
 	return ""
 }
+
+func TestLoggingLeavesRefusalsOfTheMessageToTheBuffer(t *testing.T) {
+	var logs lockedLog
+	fb := &fakeBroker{}
+	p := Logging(log.NewLogfmtLogger(&logs), time.Nanosecond)(fb)
+	p.Publish(context.Background(), ev(1), func(error) {})
+	fb.settle(errTooLarge)
+	fb.setRefuse(&RejectedError{Reason: ReasonTooLarge, Compact: true, Err: errors.New("over max_payload")})
+	p.Publish(context.Background(), ev(2), func(error) {})
+	if strings.Contains(logs.String(), "failing") {
+		t.Errorf("refusals of the message logged as publishing failing and retried:\n%s", logs.String())
+	}
+}
