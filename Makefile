@@ -7,10 +7,12 @@ STATICCHECK_VERSION := v0.8.2
 
 .PHONY: build run test lint bench tools clean help
 
-## build: the production binary, bin/gateway (no simulator, no embedded NATS)
+## build: the production binary, bin/gateway (no simulator, no embedded NATS),
+## and bin/discordsim and bin/gatewayctl (the command path's CLI)
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN)/gateway ./cmd/gateway
 	$(GO) build -o $(BIN)/discordsim ./cmd/discordsim
+	$(GO) build -o $(BIN)/gatewayctl ./cmd/gatewayctl
 
 ## run: the demo: the real gateway against the in-process Discord simulator
 ## and an embedded NATS JetStream server; /ready, /status, /metrics on :9090

@@ -3,9 +3,12 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"iter"
 	"time"
+
+	"github.com/nats-io/nats.go"
 )
 
 // MembersRequest is op 8's d (request guild members) without the nonce:
@@ -78,6 +81,9 @@ func (c *Client) members(ctx context.Context, req MembersRequest, yield func(Chu
 		next, cancel := withIdle(ctx)
 		m, err := sub.NextMsgWithContext(next)
 		cancel()
+		if errors.Is(err, nats.ErrNoResponders) {
+			return ErrNoInstance
+		}
 		if err != nil {
 			return fmt.Errorf("waiting for member chunks of guild %s: %w", req.GuildID, err)
 		}

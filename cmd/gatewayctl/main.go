@@ -227,7 +227,7 @@ func (c ctl) tail(ctx context.Context, args []string) error {
 		return err
 	}
 	defer sub.Unsubscribe()
-	if err := c.nc.FlushWithContext(ctx); err != nil {
+	if err := c.nc.FlushTimeout(c.timeout); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.out, "tailing %s (Ctrl-C ends)\n", args[0])
