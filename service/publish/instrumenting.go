@@ -27,7 +27,7 @@ func NewRouteMetrics(reg prometheus.Registerer) *RouteMetrics {
 		}, []string{"shard_id"}),
 		Failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gateway_route_failures_total",
-			Help: "Publish attempts that failed (publish error, failed or timed-out ack); each is retried.",
+			Help: "Publish attempts that failed (publish error, failed or timed-out ack); each is retried, except a refusal of the message itself (see gateway_events_dropped_total).",
 		}, []string{"shard_id"}),
 		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "gateway_event_route_duration_seconds",
