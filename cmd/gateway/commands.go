@@ -95,12 +95,37 @@ func (cp *commandPath) subscribe(cfg Config) error {
 	cp.subs = []*nats.Subscription{plan, presence}
 	ctx, stop := context.WithCancel(context.Background())
 	cp.stop = stop
+	// The first try before the shards start, so that their first IDENTIFY
+	// has the stored presence; then in the background until JetStream
+	// answers.
+	js, err := jetstream.New(cp.nc)
+	if err != nil {
+		return err
+	}
+	kvCfg := presenceBucketConfig(cfg)
+	if cp.loadPresence(ctx, js, kvCfg) {
+		return nil
+	}
 	cp.done.Add(1)
 	go func() {
 		defer cp.done.Done()
-		cp.loadPresence(ctx, cfg)
+		for delay := time.Second; !cp.loadPresence(ctx, js, kvCfg); delay = min(2*delay, 30*time.Second) {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(delay):
+			}
+		}
 	}()
 	return nil
+}
+
+func presenceBucketConfig(cfg Config) jetstream.KeyValueConfig {
+	storage := jetstream.MemoryStorage
+	if cfg.StreamStorage == "file" {
+		storage = jetstream.FileStorage
+	}
+	return jetstream.KeyValueConfig{Bucket: presenceBucket, History: 1, Storage: storage, Replicas: cfg.StreamReplicas}
 }
 
 // close ends what subscribe started; the shards' subjects end with them.
@@ -211,45 +236,32 @@ func (cp *commandPath) storePresence(d json.RawMessage) {
 	}
 }
 
-// loadPresence opens the presence bucket, retrying until JetStream
-// answers, and takes the stored presence unless a message came first.
-func (cp *commandPath) loadPresence(ctx context.Context, cfg Config) {
-	js, err := jetstream.New(cp.nc)
+// loadPresence opens the presence bucket and takes the stored presence,
+// unless a presence message came first; it reports whether JetStream
+// answered.
+func (cp *commandPath) loadPresence(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) bool {
+	cp.kvMu.Lock()
+	seen := cp.setSeq
+	cp.kvMu.Unlock()
+	d, err := cp.openPresence(ctx, js, cfg)
 	if err != nil {
-		return
+		level.Debug(cp.logger).Log("msg", "presence bucket not ready", "err", err)
+		return false
 	}
-	storage := jetstream.MemoryStorage
-	if cfg.StreamStorage == "file" {
-		storage = jetstream.FileStorage
-	}
-	for delay := 500 * time.Millisecond; ; delay = min(2*delay, 30*time.Second) {
-		cp.kvMu.Lock()
-		seen := cp.setSeq
-		cp.kvMu.Unlock()
-		d, err := cp.openPresence(ctx, js, jetstream.KeyValueConfig{Bucket: presenceBucket, History: 1, Storage: storage, Replicas: cfg.StreamReplicas})
-		if err == nil {
-			cp.kvMu.Lock()
-			if d != nil && cp.setSeq == seen {
-				if err := cp.shards.Presence.Set(d); err != nil {
-					level.Warn(cp.logger).Log("msg", "stored presence refused", "err", err)
-				}
-			}
-			cp.kvMu.Unlock()
-			return
-		}
-		level.Debug(cp.logger).Log("msg", "presence bucket not ready", "err", err, "retry_in", delay)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(delay):
+	cp.kvMu.Lock()
+	defer cp.kvMu.Unlock()
+	if d != nil && cp.setSeq == seen {
+		if err := cp.shards.Presence.Set(d); err != nil {
+			level.Warn(cp.logger).Log("msg", "stored presence refused", "err", err)
 		}
 	}
+	return true
 }
 
 // openPresence opens (or creates) the bucket and returns the stored
 // presence, nil when there is none.
 func (cp *commandPath) openPresence(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (json.RawMessage, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
 	if err != nil {

@@ -312,9 +312,10 @@ func TestAFloodOfCommandsNeverBreaksTheSendBudgetAndHeartbeatsKeepTheirTiming(t 
 		t.Fatalf("heartbeats late: %+v", v)
 	}
 	// 5 s is about three windows of (limit - reserve) commands.
-	if results[ResultOK] < 2*(limit-heartbeatReserve) || results[ResultNoBudget] == 0 || len(rec.Commands) != results[ResultOK] {
-		t.Fatalf("results %v, %d commands reached the simulator", results, len(rec.Commands))
+	if results[ResultOK] < 2*(limit-heartbeatReserve) || results[ResultNoBudget] == 0 {
+		t.Fatalf("results %v", results)
 	}
+	waitShard(t, "every command written read by the simulator", func() bool { return len(sim.Record().Commands) == results[ResultOK] })
 	if !s.Ready() || len(rec.Identifies) != 1 {
 		t.Fatalf("the connection did not survive the flood: %d identifies", len(rec.Identifies))
 	}
