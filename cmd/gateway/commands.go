@@ -103,7 +103,7 @@ func (cp *commandPath) subscribe(cfg Config) error {
 		return err
 	}
 	kvCfg := presenceBucketConfig(cfg)
-	if cp.loadPresence(ctx, js, kvCfg) {
+	if cp.nc.IsConnected() && cp.loadPresence(ctx, js, kvCfg) {
 		return nil
 	}
 	cp.done.Add(1)
