@@ -412,12 +412,12 @@ func fleetMenu(t *testing.T) []fleetFault {
 	return out
 }
 
-// pick returns a random live process, running (not stopped), preferring
-// owners when owner is set; nil if none.
-func (r *fleetRun) pick(owner bool, skip func(*gwProc) bool) *gwProc {
+// pick returns a random live process, running (not stopped) and not on
+// its way out (draining), an owner when owner is set; nil if none.
+func (r *fleetRun) pick(owner bool) *gwProc {
 	var owners, others []*gwProc
 	for _, p := range r.f.live() {
-		if p.isStopped() || (skip != nil && skip(p)) {
+		if p.isStopped() || p.isLeaving() {
 			continue
 		}
 		if p.role() == "owner" {
@@ -442,7 +442,7 @@ func (r *fleetRun) pick(owner bool, skip func(*gwProc) bool) *gwProc {
 // kill SIGKILLs an owner; the orchestrator starts a replacement 0.5-2 s
 // later.
 func (r *fleetRun) kill() bool {
-	p := r.pick(true, nil)
+	p := r.pick(true)
 	if p == nil {
 		return false
 	}
@@ -469,7 +469,7 @@ func (r *fleetRun) stop() bool {
 	if r.busy["stop"] {
 		return false
 	}
-	p := r.pick(r.rng.IntN(4) > 0, nil)
+	p := r.pick(r.rng.IntN(4) > 0)
 	if p == nil {
 		return false
 	}
@@ -501,7 +501,7 @@ func (r *fleetRun) partition() bool {
 	if r.busy["partition"] {
 		return false
 	}
-	p := r.pick(true, nil)
+	p := r.pick(true)
 	if p == nil {
 		return false
 	}
@@ -540,7 +540,7 @@ func (r *fleetRun) drain() bool {
 	if r.busy["stop"] || r.busy["partition"] || r.busy["consul"] || r.busy["drain"] || r.natsDown || len(sh.owners) < 2 || len(sh.spares) == 0 {
 		return false
 	}
-	p := r.pick(true, nil)
+	p := r.pick(true)
 	if p == nil {
 		return false
 	}

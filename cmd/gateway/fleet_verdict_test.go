@@ -274,15 +274,13 @@ func faultBetween(events []*faultEvent, from, to time.Time, kinds map[string]boo
 }
 
 // identifyCauses sorts every IDENTIFY by what made it necessary: the first
-// of its shard, or the fault that hit the instance that ran the shard
-// before; "unexplained" when nothing did.
+// of its shard, or the latest fault before it that hit the instance that
+// ran the shard before (or the whole fleet), a NATS restart only when
+// nothing else did (it should cause none); "unexplained" when nothing did.
 func identifyCauses(rec discordsim.Record, events []*faultEvent) map[string]int {
-	all := map[string]bool{"kill": true, "stop": true, "partition": true, "consul_restart": true, "drain": true, "nats_restart": true}
+	takers := map[string]bool{"kill": true, "stop": true, "partition": true, "consul_restart": true, "drain": true}
+	nats := map[string]bool{"nats_restart": true}
 	out := map[string]int{}
-	byConn := map[int64]discordsim.ShardConn{}
-	for _, sc := range rec.ShardConns {
-		byConn[sc.ConnID] = sc
-	}
 	for _, id := range rec.Identifies {
 		if id.Shard < 0 {
 			continue
@@ -290,11 +288,9 @@ func identifyCauses(rec discordsim.Record, events []*faultEvent) map[string]int 
 		cause := "first"
 		if prev := previousClaim(rec, id.Shard, id.ConnID, id.At); prev != nil {
 			cause = "unexplained"
-			end := prev.Ended
-			if end.IsZero() || end.After(id.At) {
-				end = id.At
-			}
-			if ev := blame(events, prev.Label, end, all); ev != nil {
+			if ev := blame(events, prev.Label, id.At, takers); ev != nil {
+				cause = ev.kind
+			} else if ev := blame(events, prev.Label, id.At, nats); ev != nil {
 				cause = ev.kind
 			}
 		}
@@ -388,8 +384,8 @@ func (r *fleetRun) report(lc ledgerCheck, excused map[string]int, dv drainVerdic
 	started := len(r.f.procs)
 	t.Logf("fleet chaos: seed %d, %v, %d shards in %d pools, %d processes started (%d at once)", seed, dur, fleetShards, fleetShards/fleetPerPool, started, fleetSize)
 	t.Logf("fleet chaos: %d faults: %s", total, strings.Join(faults, ", "))
-	t.Logf("fleet chaos: events: %d dispatches generated, %d written to a socket, %d to publish; %d in JetStream exactly once; lost %d, duplicated %d",
-		lc.generated, lc.written, lc.expected+setAside, lc.present, lost, dups)
+	t.Logf("fleet chaos: events: %d dispatches generated (dead sessions' included), %d written to a socket, %d to publish; %d in JetStream exactly once; lost %d, duplicated %d",
+		lc.generated, lc.written+setAside, lc.expected+setAside, lc.present, lost, dups)
 	t.Logf("fleet chaos: set aside (the tail of a session a fault took, written after its instance stopped reading): %d %v; excused as in the single-instance run: %d tail, %d orphan",
 		setAside, sortedCounts(excused), lc.excusedTail, lc.excusedOrphan)
 	t.Logf("fleet chaos: overlaps (a shard live on two connections): %d", overlaps)

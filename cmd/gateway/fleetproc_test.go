@@ -250,6 +250,12 @@ func (p *gwProc) isGone() bool {
 	return p.gone || p.killed
 }
 
+func (p *gwProc) isLeaving() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.leaving
+}
+
 func (p *gwProc) isStopped() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
