@@ -126,9 +126,9 @@ func forbidden(err error) bool {
 
 // TestConsulPolicyIsEnoughForTheWholeLifecycleAndNoMore runs the discovery
 // package's every Consul operation with a token holding only the policy of
-// deploy/consul, on an agent that denies by default: register, session,
-// pool claim, identify lock, hand-off, take-over, deregister. Then it checks
-// the token can do nothing beyond its service and KV prefix.
+// deploy/consul, on an agent that denies by default: shard plan, register,
+// session, pool claim, identify lock, hand-off, take-over, deregister. Then
+// it checks the token can do nothing beyond its service and KV prefix.
 func TestConsulPolicyIsEnoughForTheWholeLifecycleAndNoMore(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a Consul agent")
@@ -171,10 +171,12 @@ func TestConsulPolicyIsEnoughForTheWholeLifecycleAndNoMore(t *testing.T) {
 
 	// The first owner.
 	a := newConsul("gw-a")
+	plan, err := a.AgreePlan(ctx, discovery.Plan{TotalShards: 1, ShardsPerPool: 1})
+	must("store the shard plan", err)
 	must("register", a.Register(ctx, discovery.Instance{Role: discovery.RoleStarting, PoolID: -1}))
 	sa, err := a.NewSession(ctx)
 	must("create a session", err)
-	pool, err := a.ClaimPool(ctx, sa, 1)
+	pool, err := a.ClaimPool(ctx, sa, []int{0})
 	must("claim a pool", err)
 	must("register as owner", a.Register(ctx, discovery.Instance{Role: discovery.RoleOwner, PoolID: pool, FirstShard: 0, LastShard: 0, TotalShards: 1}))
 	limiter := a.NewIdentifyLimiter(sessionSource{sa}, 1, 10*time.Millisecond)
@@ -190,20 +192,28 @@ func TestConsulPolicyIsEnoughForTheWholeLifecycleAndNoMore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := strconv.Itoa(pool)
-	want := []string{prefix + "/handoff/" + p + "/0", prefix + "/identify/0", prefix + "/pools/" + p}
+	p, g := strconv.Itoa(pool), strconv.Itoa(plan.Generation)
+	want := []string{prefix + "/handoff/" + g + "/" + p + "/0", prefix + "/identify/0", prefix + "/plan", prefix + "/pools/" + g + "/" + p}
 	if strings.Join(keys, " ") != strings.Join(want, " ") {
-		t.Errorf("keys after a drain: %v; deploy/README.md documents %v (<KV_PREFIX>/handoff/<pool>/<shard>, /identify/<bucket>, /pools/<id>)", keys, want)
+		t.Errorf("keys after a drain: %v; deploy/README.md documents %v (<KV_PREFIX>/handoff/<generation>/<pool>/<shard>, /identify/<bucket>, /plan, /pools/<generation>/<id>)", keys, want)
 	}
 	must("destroy the session", sa.Close(ctx))
 	must("deregister", a.Deregister(ctx))
 
 	// Its successor.
 	b := newConsul("gw-b")
+	if adopted, err := b.AgreePlan(ctx, discovery.Plan{TotalShards: 1, ShardsPerPool: 1}); err != nil || !adopted.Same(plan) {
+		t.Fatalf("read the shard plan with the policy's token: %+v, %v", adopted, err)
+	}
 	must("register", b.Register(ctx, discovery.Instance{Role: discovery.RoleStarting, PoolID: -1}))
+	// Registering again keeps the checks when the token can read them back.
+	if checks, err := b.Client().Agent().ChecksWithFilter(`ServiceID == "gw-b"`); err != nil || len(checks) != 2 {
+		t.Fatalf("the policy's token reads %d of its instance's checks (err %v), want 2 (/health and /ready)", len(checks), err)
+	}
+	must("register again, as owner", b.Register(ctx, discovery.Instance{Role: discovery.RoleOwner, PoolID: 0, TotalShards: 1}))
 	sb, err := b.NewSession(ctx)
 	must("create a session", err)
-	if _, err := b.ClaimPool(ctx, sb, 1); err != nil {
+	if _, err := b.ClaimPool(ctx, sb, []int{0}); err != nil {
 		t.Fatalf("claim the released pool: %v", err)
 	}
 	recs, err := b.TakeHandoffs(ctx, sb, pool)

@@ -60,7 +60,7 @@ func TestConsulPolicyGrantsExactlyWhatTheServiceNeeds(t *testing.T) {
 func TestConsulKVLayoutIsDocumented(t *testing.T) {
 	readme := string(readFile(t, "README.md"))
 	policy := string(readFile(t, policyPath))
-	for _, key := range []string{"<KV_PREFIX>/pools/<id>", "<KV_PREFIX>/identify/<bucket>", "<KV_PREFIX>/handoff/<pool>/<shard>"} {
+	for _, key := range []string{"<KV_PREFIX>/plan", "<KV_PREFIX>/pools/<generation>/<id>", "<KV_PREFIX>/identify/<bucket>", "<KV_PREFIX>/handoff/<generation>/<pool>/<shard>"} {
 		if !strings.Contains(readme, key) {
 			t.Errorf("deploy/README.md does not document %s", key)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -31,9 +32,15 @@ type ConsulConfig struct {
 	ServicePort    int
 	Version        string
 
-	// KVPrefix roots every key: <KVPrefix>/pools/<id>,
-	// <KVPrefix>/handoff/<pool>/<shard>, <KVPrefix>/identify/<bucket>.
+	// KVPrefix roots every key: <KVPrefix>/plan,
+	// <KVPrefix>/pools/<generation>/<id>,
+	// <KVPrefix>/handoff/<generation>/<pool>/<shard>,
+	// <KVPrefix>/identify/<bucket>.
 	KVPrefix string
+	// PlanGeneration is the generation of the fleet's shard plan (see
+	// AgreePlan): part of the pool lock and hand-off keys. 0 means
+	// FirstGeneration.
+	PlanGeneration int
 	// SessionTTL is the session's TTL (Consul accepts 10s to 24h). The
 	// instance fences itself when it could not renew for half of it.
 	SessionTTL time.Duration
@@ -42,6 +49,10 @@ type ConsulConfig struct {
 	LockDelay time.Duration
 	// CheckInterval is the interval of the /health and /ready checks.
 	CheckInterval time.Duration
+	// CheckFailures is how many consecutive failed /health probes turn the
+	// check critical, which invalidates the session (a fence). 0 means 3:
+	// one slow probe must not fence a whole pool.
+	CheckFailures int
 	// DeregisterAfter removes an instance whose /health check stays
 	// critical that long (Consul's minimum is 1m).
 	DeregisterAfter time.Duration
@@ -53,9 +64,10 @@ type ConsulConfig struct {
 // Consul implements Registry and Coordinator, and builds identify limiters,
 // over a Consul agent.
 type Consul struct {
-	cfg    ConsulConfig
-	client *api.Client
-	logger log.Logger
+	cfg       ConsulConfig
+	client    *api.Client
+	transport *http.Transport
+	logger    log.Logger
 }
 
 var (
@@ -84,6 +96,12 @@ func NewConsul(cfg ConsulConfig) (*Consul, error) {
 	if cfg.CheckInterval <= 0 {
 		cfg.CheckInterval = 10 * time.Second
 	}
+	if cfg.CheckFailures < 1 {
+		cfg.CheckFailures = DefaultCheckFailures
+	}
+	if cfg.PlanGeneration < 1 {
+		cfg.PlanGeneration = FirstGeneration
+	}
 	if cfg.DeregisterAfter < time.Minute {
 		cfg.DeregisterAfter = time.Minute
 	}
@@ -93,18 +111,34 @@ func NewConsul(cfg ConsulConfig) (*Consul, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
-	return &Consul{cfg: cfg, client: client, logger: cfg.Logger}, nil
+	return &Consul{cfg: cfg, client: client, transport: ac.Transport, logger: cfg.Logger}, nil
 }
 
 // Client returns the underlying Consul API client.
 func (c *Consul) Client() *api.Client { return c.client }
 
-func (c *Consul) poolKey(id int) string { return c.cfg.KVPrefix + "/pools/" + strconv.Itoa(id) }
+// CloseIdleConnections closes the client's idle connections to the agent,
+// for a Consul that is no longer used.
+func (c *Consul) CloseIdleConnections() {
+	if c.transport != nil {
+		c.transport.CloseIdleConnections()
+	}
+}
 
-func (c *Consul) poolsPrefix() string { return c.cfg.KVPrefix + "/pools/" }
+// DefaultCheckFailures is ConsulConfig.CheckFailures when unset.
+const DefaultCheckFailures = 3
+
+// The pool lock and hand-off keys carry the plan's generation: pool p is
+// only the same shards under the same plan.
+
+func (c *Consul) poolsPrefix() string {
+	return c.cfg.KVPrefix + "/pools/" + strconv.Itoa(c.cfg.PlanGeneration) + "/"
+}
+
+func (c *Consul) poolKey(id int) string { return c.poolsPrefix() + strconv.Itoa(id) }
 
 func (c *Consul) handoffPrefix(pool int) string {
-	return c.cfg.KVPrefix + "/handoff/" + strconv.Itoa(pool) + "/"
+	return c.cfg.KVPrefix + "/handoff/" + strconv.Itoa(c.cfg.PlanGeneration) + "/" + strconv.Itoa(pool) + "/"
 }
 
 func (c *Consul) identifyKey(bucket int) string {

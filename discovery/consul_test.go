@@ -48,10 +48,13 @@ func sharedAgent(t *testing.T) *consultest.Agent {
 // server its checks probe.
 type instance struct {
 	*Consul
-	healthy atomic.Bool
-	srv     *httptest.Server
-	mu      sync.Mutex
-	probed  map[string]bool // paths the agent's checks requested
+	healthy    atomic.Bool
+	failProbes atomic.Int32 // the next /health probes that fail
+	passed     atomic.Int32 // /health probes answered 200
+	notReady   atomic.Bool
+	srv        *httptest.Server
+	mu         sync.Mutex
+	probed     map[string]bool // paths the agent's checks requested
 }
 
 var instanceSeq atomic.Int64
@@ -65,8 +68,15 @@ func newInstance(t *testing.T, a *consultest.Agent, prefix string, checkInterval
 		in.mu.Lock()
 		in.probed[r.URL.Path] = true
 		in.mu.Unlock()
-		if r.URL.Path == "/health" && !in.healthy.Load() {
+		if r.URL.Path == "/health" && (!in.healthy.Load() || in.failProbe()) {
 			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		if r.URL.Path == "/health" {
+			in.passed.Add(1)
+		}
+		if r.URL.Path == "/ready" && in.notReady.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
 			return
 		}
 		w.WriteHeader(http.StatusOK)
@@ -88,6 +98,19 @@ func newInstance(t *testing.T, a *consultest.Agent, prefix string, checkInterval
 	}
 	t.Cleanup(func() { c.Deregister(context.Background()) })
 	return in
+}
+
+// failProbe reports whether this /health probe is one of the failProbes.
+func (in *instance) failProbe() bool {
+	for {
+		n := in.failProbes.Load()
+		if n <= 0 {
+			return false
+		}
+		if in.failProbes.CompareAndSwap(n, n-1) {
+			return true
+		}
+	}
 }
 
 func (in *instance) session(t *testing.T) Session {
@@ -258,5 +281,93 @@ func TestSessionCloseEndsItWithoutReportingItLost(t *testing.T) {
 	case <-s.Lost():
 		t.Fatal("Close reported the session lost")
 	default:
+	}
+}
+
+func TestSessionSurvivesFewerFailedHealthProbesThanCheckFailures(t *testing.T) {
+	a := sharedAgent(t)
+	in := newInstance(t, a, prefix(t), time.Second) // CheckFailures: the default, 3
+	s := in.session(t)
+	// Consul starts counting at the threshold when a check is registered:
+	// only failures after a passing probe are tolerated.
+	deadline := time.Now().Add(15 * time.Second)
+	for in.passed.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	in.failProbes.Store(DefaultCheckFailures - 1)
+	for in.failProbes.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if in.failProbes.Load() > 0 {
+		t.Fatal("the agent did not probe /health")
+	}
+	// Consul acts on a probe's result at once; give it a moment.
+	select {
+	case <-s.Lost():
+		t.Fatalf("%d failed /health probes in a row fenced the session (%v); want %d before critical", DefaultCheckFailures-1, s.Err(), DefaultCheckFailures)
+	case <-time.After(1500 * time.Millisecond):
+	}
+	checks, err := in.client.Agent().Checks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := checks[in.healthCheckID()]; c == nil || c.Status != "passing" {
+		t.Fatalf("health check %+v, want passing after the probes recovered", c)
+	}
+}
+
+func TestSessionSurvivesAFailingReadyCheck(t *testing.T) {
+	a := sharedAgent(t)
+	in := newInstance(t, a, prefix(t), time.Second)
+	s := in.session(t)
+	in.notReady.Store(true)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		checks, err := in.client.Agent().Checks()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := checks[in.readyCheckID()]; c != nil && c.Status == "critical" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the /ready check never turned critical")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	select {
+	case <-s.Lost():
+		t.Fatalf("a failing /ready check fenced the session: %v", s.Err())
+	case <-time.After(2 * time.Second):
+	}
+}
+
+func TestRegisteringAgainKeepsTheHealthChecksCountOfFailures(t *testing.T) {
+	a := sharedAgent(t)
+	in := newInstance(t, a, prefix(t), time.Second)
+	s := in.session(t)
+	deadline := time.Now().Add(15 * time.Second)
+	for in.passed.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	// A new role (a claimed pool): registered again, then one probe fails.
+	if err := in.Register(context.Background(), Instance{Role: RoleOwner, PoolID: 0, FirstShard: 0, LastShard: 1, TotalShards: 2}); err != nil {
+		t.Fatal(err)
+	}
+	in.failProbes.Store(1)
+	for in.failProbes.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	select {
+	case <-s.Lost():
+		t.Fatalf("the first failed probe after a registration fenced the session: %v", s.Err())
+	case <-time.After(1500 * time.Millisecond):
+	}
+	svcs, err := in.client.Agent().Services()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if svc := svcs[in.cfg.InstanceID]; svc == nil || svc.Meta["role"] != RoleOwner || svc.Meta["pool_id"] != "0" {
+		t.Fatalf("registration not updated: %+v", svc)
 	}
 }

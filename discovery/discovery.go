@@ -1,8 +1,9 @@
 // Package discovery coordinates a fleet of gateway instances through a
-// discovery service: each instance registers itself, claims a pool id (or
-// waits as a hot spare), fences itself when it loses its claim, hands its
-// Discord sessions over to its successor on drain, and takes its turn in the
-// fleet-wide identify buckets.
+// discovery service: the instances agree on one shard plan, each registers
+// itself, claims a pool id (or waits as a hot spare; with POOL_ID set, takes
+// that pool's lock or waits as its standby), fences itself when it loses its
+// claim, hands its Discord sessions over to its successor on drain, and takes
+// its turn in the fleet-wide identify buckets.
 //
 // The Member (member.go) is the instance's side of it and knows nothing of
 // Consul: it works through the Registry and Coordinator interfaces below.
@@ -23,13 +24,14 @@ import (
 const (
 	RoleStarting = "starting" // registering, creating its first session
 	RoleSpare    = "spare"    // no pool: waiting to take over one
-	RoleOwner    = "owner"    // holds the lock of a pool and runs its shards
-	RoleStatic   = "static"   // runs the pool POOL_ID names, without a lock
+	RoleOwner    = "owner"    // holds the lock of a pool it claimed and runs its shards
+	RoleStandby  = "standby"  // POOL_ID set: waiting for that pool's lock, which another instance holds
+	RoleStatic   = "static"   // POOL_ID set: holds that pool's lock and runs its shards
 	RoleFenced   = "fenced"   // lost its session: shards stopped
 	RoleDrained  = "drained"  // drained; about to exit
 )
 
-var roles = []string{RoleStarting, RoleSpare, RoleOwner, RoleStatic, RoleFenced, RoleDrained}
+var roles = []string{RoleStarting, RoleSpare, RoleOwner, RoleStandby, RoleStatic, RoleFenced, RoleDrained}
 
 // Instance is what the catalog says about this process besides its address.
 type Instance struct {
@@ -65,14 +67,19 @@ type Session interface {
 	Abandon()
 }
 
-// Coordinator holds the fleet's shared state: sessions, pool locks and
-// hand-off records.
+// Coordinator holds the fleet's shared state: the shard plan, sessions, pool
+// locks and hand-off records.
 type Coordinator interface {
+	// AgreePlan returns the fleet's stored shard plan, storing want first
+	// when there is none (see Consul.AgreePlan).
+	AgreePlan(ctx context.Context, want Plan) (Plan, error)
+	// PlanKey names where the plan is stored, for messages.
+	PlanKey() string
 	NewSession(ctx context.Context) (Session, error)
-	// ClaimPool locks the lowest free pool id in [0, pools) with s and
-	// returns it. When every pool is taken it waits (a hot spare) until one
-	// is released, ctx ends or s is lost.
-	ClaimPool(ctx context.Context, s Session, pools int) (int, error)
+	// ClaimPool locks the lowest free pool id of ids with s and returns
+	// it. When every one is taken it waits (a hot spare, or the standby of
+	// a single pool) until one is released, ctx ends or s is lost.
+	ClaimPool(ctx context.Context, s Session, ids []int) (int, error)
 	// TakeHandoffs returns the hand-off records left for pool by its
 	// previous owner, by shard id, and deletes them so that no record is
 	// used twice. s must hold the pool's lock.

@@ -27,11 +27,16 @@ type SessionSource interface {
 // then the bucket's lock; it waits until the stored time plus the window
 // before it sends IDENTIFY, and writes the new time as it releases the lock.
 //
+// A turn counts only if the transaction that records it committed: the value
+// carries the lock index of the turn that wrote it, so the next holder can
+// tell. When the last turn's record is missing (its release was rolled back
+// because the lock was no longer held, or its holder died holding the lock)
+// the next holder waits the full window from the moment it took the lock.
+//
 // The times come from the clocks of different machines, so those must be
 // synchronised (NTP); the window carries the same 2% margin as the
 // in-process limiter. An instance that dies holding a lock keeps its bucket
-// closed until its session ends (the TTL, or its /health check failing),
-// which is never shorter than the window.
+// closed until its session ends (the TTL, or its /health check failing).
 type IdentifyLimiter struct {
 	c              *Consul
 	src            SessionSource
@@ -61,6 +66,10 @@ type identifyValue struct {
 	LastIdentify time.Time `json:"last_identify"`
 	ShardID      int       `json:"shard_id"`
 	InstanceID   string    `json:"instance_id"`
+	// LockIndex is the key's lock index during the turn that wrote the
+	// value. Consul counts every acquisition of the lock, so a value whose
+	// LockIndex is behind the key's is older than the last turn.
+	LockIndex uint64 `json:"lock_index"`
 }
 
 // Acquire implements shard.IdentifyLimiter.
@@ -98,13 +107,12 @@ func (l *IdentifyLimiter) lock(ctx context.Context, shardID int) (*identifyPermi
 			var ok bool
 			ok, _, err = l.c.txn(ctx, ops)
 			if err == nil && ok {
-				p := &identifyPermit{l: l, key: key, sid: sid, shardID: shardID}
+				// The key was free and unchanged since the read: this
+				// acquisition is the next in Consul's count.
+				p := &identifyPermit{l: l, key: key, sid: sid, shardID: shardID, lockIndex: 1, last: time.Now()}
 				if pair != nil {
-					p.prev = pair.Value
-					var v identifyValue
-					if json.Unmarshal(pair.Value, &v) == nil {
-						p.last = v.LastIdentify
-					}
+					p.prev, p.lockIndex = pair.Value, pair.LockIndex+1
+					p.last = l.lastIdentify(pair, shardID)
 				}
 				return p, nil
 			}
@@ -129,15 +137,32 @@ func (l *IdentifyLimiter) lock(ctx context.Context, shardID int) (*identifyPermi
 	}
 }
 
+// lastIdentify returns the time of the bucket's last IDENTIFY as pair
+// records it. When the last turn left no record (pair's value was written
+// before the last acquisition), the turn may have sent an IDENTIFY at any
+// time until now: now is returned, so the new holder waits a full window.
+// The same goes for a bucket without a key (a new fleet, or Consul lost its
+// state: an IDENTIFY may have been sent just before).
+func (l *IdentifyLimiter) lastIdentify(pair *api.KVPair, shardID int) time.Time {
+	var v identifyValue
+	if json.Unmarshal(pair.Value, &v) == nil && v.LockIndex == pair.LockIndex && pair.LockIndex > 0 {
+		return v.LastIdentify
+	}
+	level.Info(l.c.logger).Log("msg", "the identify bucket's last turn left no record in consul (its release was rolled back, or its holder died): waiting the full window",
+		"key", pair.Key, "shard_id", shardID, "lock_index", pair.LockIndex, "recorded_lock_index", v.LockIndex)
+	return time.Now()
+}
+
 type identifyPermit struct {
-	l       *IdentifyLimiter
-	inner   shard.Permit
-	key     string
-	sid     string
-	shardID int
-	prev    []byte    // the value as found
-	last    time.Time // the bucket's last IDENTIFY, fleet-wide
-	once    sync.Once
+	l         *IdentifyLimiter
+	inner     shard.Permit
+	key       string
+	sid       string
+	shardID   int
+	lockIndex uint64    // the key's lock index while this permit holds it
+	prev      []byte    // the value as found
+	last      time.Time // the bucket's last IDENTIFY, fleet-wide
+	once      sync.Once
 }
 
 // Wait implements shard.Permit.
@@ -151,14 +176,21 @@ func (p *identifyPermit) Wait(ctx context.Context) error {
 	return nil
 }
 
-// Release implements shard.Permit: the new time (or the old value, when no
-// IDENTIFY was sent) is written as the lock is released, in one step.
+// Release implements shard.Permit: the turn is recorded as the lock is
+// released, in one step: the new time, or when no IDENTIFY was sent the
+// time this turn went by (the old one, or the moment the lock was taken
+// when the old one was unknown).
 func (p *identifyPermit) Release(sent time.Time) {
 	p.once.Do(func() {
-		value := p.prev
-		if !sent.IsZero() {
-			value, _ = json.Marshal(identifyValue{LastIdentify: sent.UTC(), ShardID: p.shardID, InstanceID: p.l.c.cfg.InstanceID})
+		var v identifyValue
+		if sent.IsZero() {
+			json.Unmarshal(p.prev, &v)
+			v.LastIdentify = p.last.UTC()
+		} else {
+			v = identifyValue{LastIdentify: sent.UTC(), ShardID: p.shardID, InstanceID: p.l.c.cfg.InstanceID}
 		}
+		v.LockIndex = p.lockIndex
+		value, _ := json.Marshal(v)
 		op := api.KVTxnOps{{Verb: api.KVUnlock, Key: p.key, Value: value, Session: p.sid}}
 		if !p.unlock(op) {
 			// Consul unreachable: keep trying in the background. If it stays
@@ -174,14 +206,21 @@ func (p *identifyPermit) Release(sent time.Time) {
 	})
 }
 
-// unlock reports whether it is done: released, or no longer ours to release.
+// unlock reports whether it is done: released with the turn recorded, or
+// rolled back because the lock is no longer ours (the session was
+// invalidated). Then the turn is not recorded, and the next holder, seeing
+// no record of it, waits the full window.
 func (p *identifyPermit) unlock(op api.KVTxnOps) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, _, err := p.l.c.txn(ctx, op)
+	ok, resp, err := p.l.c.txn(ctx, op)
 	if err != nil {
 		level.Warn(p.l.c.logger).Log("msg", "cannot release the consul identify lock; retrying", "key", p.key, "err", err)
 		return false
+	}
+	if !ok {
+		level.Warn(p.l.c.logger).Log("msg", "identify turn not recorded: consul rolled the release back (the session no longer holds the bucket's lock); the next turn waits the full window",
+			"key", p.key, "shard_id", p.shardID, "reason", txnErrors(resp))
 	}
 	return true
 }

@@ -203,3 +203,66 @@ func TestMetricsAreLintClean(t *testing.T) {
 		t.Fatalf("lint: %v %+v", err, problems)
 	}
 }
+
+func TestIdentifyLimiterNextTurnWaitsTheFullWindowWhenTheLastTurnWasNotRecorded(t *testing.T) {
+	a := sharedAgent(t)
+	p := prefix(t)
+	const window = 2 * time.Second
+	one, two := newInstance(t, a, p, 10*time.Second), newInstance(t, a, p, 10*time.Second)
+	s1 := one.session(t)
+	l1 := one.NewIdentifyLimiter(fixedSession(s1.ID()), 1, window)
+	l2 := two.NewIdentifyLimiter(fixedSession(two.session(t).ID()), 1, window)
+	ctx := ctxTimeout(t, time.Minute)
+
+	// A recorded turn long ago: on its own, no reason to wait.
+	p1, err := l1.Acquire(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1.Release(time.Now().Add(-time.Minute))
+	// The next turn identifies, but its session is invalidated before it
+	// releases the lock: the release that records the turn rolls back.
+	p1, err = l1.Acquire(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := one.client.Session().Destroy(s1.ID(), nil); err != nil {
+		t.Fatal(err)
+	}
+	sent := time.Now()
+	p1.Release(sent)
+
+	p2, err := l2.Acquire(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p2.Release(time.Time{})
+	if err := p2.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if gap := time.Since(sent); gap < window {
+		t.Fatalf("the next turn identified %v after an unrecorded IDENTIFY, inside the %v window", gap.Round(time.Millisecond), window)
+	}
+}
+
+func TestIdentifyLimiterFirstTurnOfABucketWithoutARecordWaitsTheFullWindow(t *testing.T) {
+	// No record (a new fleet, or Consul lost its state): an IDENTIFY may
+	// have been sent just before.
+	a := sharedAgent(t)
+	in := newInstance(t, a, prefix(t), 10*time.Second)
+	const window = time.Second
+	l := in.NewIdentifyLimiter(fixedSession(in.session(t).ID()), 1, window)
+	ctx := ctxTimeout(t, time.Minute)
+	p, err := l.Acquire(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := p.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p.Release(time.Now())
+	if waited := time.Since(start); waited < window*9/10 {
+		t.Fatalf("waited %v, want the full window (%v)", waited, window)
+	}
+}

@@ -18,13 +18,15 @@ import (
 // MemberConfig configures a Member.
 type MemberConfig struct {
 	InstanceID string
-	// FixedPool >= 0 runs that pool without claiming it (POOL_ID set
-	// explicitly): registered, sessions for the identify locks, no pool
-	// lock, no hand-off records. -1 claims a pool.
-	FixedPool     int
-	Pools         int // pools of the bot: ceil(total shards / shards per pool)
-	ShardsPerPool int
-	TotalShards   int
+	// FixedPool >= 0 runs only that pool (POOL_ID set explicitly): the
+	// instance takes its lock, or waits as its standby while another
+	// instance holds it. -1 claims any free pool, or waits as a spare.
+	FixedPool int
+	// Plan is the fleet's shard plan this instance runs (agreed at
+	// startup). Each new session checks it again: should the stored plan
+	// differ (Consul lost its state and another instance stored a new
+	// one), Run ends with a *PlanMismatchError before claiming anything.
+	Plan Plan
 	// NewPool builds pool id's shard pool; resume holds the hand-off
 	// records to RESUME, by shard id.
 	NewPool func(id int, resume map[int]*shard.Handoff) *service.Pool
@@ -48,8 +50,8 @@ type MemberConfig struct {
 }
 
 // Member is this instance's membership of the fleet: it registers the
-// instance, keeps a session, claims a pool (or runs the fixed one), runs it,
-// fences it when the session is lost and hands it over on drain. It
+// instance, keeps a session, claims a pool (any free one, or the fixed one),
+// runs it, fences it when the session is lost and hands it over on drain. It
 // implements service.Service by answering for the pool it runs, or for
 // itself when it has none.
 type Member struct {
@@ -168,15 +170,11 @@ var errStop = errors.New("member stopping")
 
 // Run runs the member until ctx ends. A drain (Drain, or ctx ending) hands
 // the pool over and deregisters; after it the member keeps answering
-// /status until ctx ends.
+// /status until ctx ends. It returns a *PlanMismatchError at once when the
+// fleet's stored plan is not the one this instance runs.
 func (m *Member) Run(ctx context.Context) error {
 	close(m.started)
-	var err error
-	if m.cfg.FixedPool >= 0 {
-		err = m.runFixed(ctx)
-	} else {
-		err = m.runClaimed(ctx)
-	}
+	err := m.run(ctx)
 	if !errors.Is(err, errStop) {
 		return err
 	}
@@ -232,14 +230,22 @@ func (m *Member) stopCtx(ctx context.Context) (context.Context, context.CancelFu
 	return ctx, cancel
 }
 
-// connect registers the instance and creates a session, retrying while the
-// discovery service is unreachable.
+// connect checks the fleet's plan, registers the instance and creates a
+// session, retrying while the discovery service is unreachable. A plan that
+// is not the instance's ends it with a *PlanMismatchError.
 func (m *Member) connect(ctx context.Context, in Instance) (Session, error) {
 	sctx, cancel := m.stopCtx(ctx)
 	defer cancel()
 	delay := 500 * time.Millisecond
 	for {
-		err := m.cfg.Registry.Register(sctx, in)
+		err := m.checkPlan(sctx)
+		var mismatch *PlanMismatchError
+		if errors.As(err, &mismatch) {
+			return nil, m.refusePlan(mismatch)
+		}
+		if err == nil {
+			err = m.cfg.Registry.Register(sctx, in)
+		}
 		if err == nil {
 			var s Session
 			s, err = m.cfg.Coordinator.NewSession(sctx)
@@ -252,7 +258,7 @@ func (m *Member) connect(ctx context.Context, in Instance) (Session, error) {
 		if e := m.stopping(ctx); e != nil {
 			return nil, e
 		}
-		level.Warn(m.logger).Log("msg", "cannot register in consul or create a session; retrying", "err", err, "in", delay)
+		level.Warn(m.logger).Log("msg", "cannot check the shard plan, register in consul or create a session; retrying", "err", err, "in", delay)
 		if sleep(sctx, delay) != nil {
 			return nil, errStop
 		}
@@ -260,48 +266,38 @@ func (m *Member) connect(ctx context.Context, in Instance) (Session, error) {
 	}
 }
 
-func (m *Member) instance(role string, poolID int) Instance {
-	in := Instance{Role: role, PoolID: poolID, TotalShards: m.cfg.TotalShards}
-	if poolID >= 0 {
-		in.FirstShard = poolID * m.cfg.ShardsPerPool
-		in.LastShard = min(in.FirstShard+m.cfg.ShardsPerPool, m.cfg.TotalShards) - 1
+// checkPlan checks that the fleet's stored plan is the one this instance
+// runs (storing it again if Consul lost it).
+func (m *Member) checkPlan(ctx context.Context) error {
+	stored, err := m.cfg.Coordinator.AgreePlan(ctx, m.cfg.Plan)
+	if err != nil {
+		return err
 	}
-	return in
+	p := m.cfg.Plan
+	return CheckPlan(m.cfg.Coordinator.PlanKey(), stored, p.TotalShards, p.ShardsPerPool, p.Generation)
 }
 
-// runFixed runs the pool POOL_ID names for the whole life of the process; the
-// sessions only serve the identify locks, so losing one is no fence.
-func (m *Member) runFixed(ctx context.Context) error {
-	pool := m.cfg.NewPool(m.cfg.FixedPool, nil)
-	pctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		pool.Run(pctx)
-	}()
-	<-pool.Started()
-	m.mu.Lock()
-	m.pool, m.poolID = pool, m.cfg.FixedPool
-	m.mu.Unlock()
-	m.setRole(RoleStatic)
-	for {
-		s, err := m.connect(ctx, m.instance(RoleStatic, m.cfg.FixedPool))
-		if err != nil {
-			m.afterStop(cancel, done)
-			return err
-		}
-		select {
-		case <-s.Lost():
-			level.Warn(m.logger).Log("msg", "consul session lost; the pool keeps running (POOL_ID is fixed), identifies wait for a new session", "err", s.Err())
-			m.discard(s)
-			continue
-		case <-ctx.Done():
-		case <-m.drainReq:
-		case <-m.abandon:
-		}
-		m.afterStop(cancel, done)
-		return errStop
+// refusePlan leaves the fleet without running anything: the stored plan
+// changed under this instance, whose pools would now overlap other
+// instances' pools.
+func (m *Member) refusePlan(e *PlanMismatchError) error {
+	e.Log(m.logger)
+	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.ConsulTimeout)
+	defer cancel()
+	if err := m.cfg.Registry.Deregister(ctx); err != nil {
+		level.Warn(m.logger).Log("msg", "consul deregistration failed", "err", err)
 	}
+	return e
+}
+
+func (m *Member) instance(role string, poolID int) Instance {
+	p := m.cfg.Plan
+	in := Instance{Role: role, PoolID: poolID, TotalShards: p.TotalShards}
+	if poolID >= 0 {
+		in.FirstShard = poolID * p.ShardsPerPool
+		in.LastShard = min(in.FirstShard+p.ShardsPerPool, p.TotalShards) - 1
+	}
+	return in
 }
 
 // afterStop ends a running pool when the member stops: at once when the
@@ -341,12 +337,26 @@ func (m *Member) discard(s Session) {
 	}()
 }
 
-// runClaimed is the life of an instance whose pool comes from the lock it
-// wins: spare until it claims a pool, owner until it is drained or loses
-// its session (then fenced, and spare again once it has a new one).
-func (m *Member) runClaimed(ctx context.Context) error {
+// roles returns the role of the instance while it waits for a pool and
+// while it runs one, and the pools it may claim: any (spare, then owner), or
+// the fixed one (standby, then static).
+func (m *Member) roles() (waiting, running string, ids []int) {
+	if m.cfg.FixedPool >= 0 {
+		return RoleStandby, RoleStatic, []int{m.cfg.FixedPool}
+	}
+	for id := range m.cfg.Plan.Pools() {
+		ids = append(ids, id)
+	}
+	return RoleSpare, RoleOwner, ids
+}
+
+// run is the life of the instance: it waits until it wins a pool's lock
+// (spare, or standby for a fixed pool), runs the pool until it is drained or
+// loses its session (then fenced, and waiting again once it has a new one).
+func (m *Member) run(ctx context.Context) error {
+	waiting, running, ids := m.roles()
 	for {
-		role := RoleSpare
+		role := waiting
 		if m.Role() == RoleFenced {
 			role = RoleFenced // until a new session exists
 		}
@@ -357,17 +367,17 @@ func (m *Member) runClaimed(ctx context.Context) error {
 		m.mu.Lock()
 		m.pool, m.poolID, m.resumed = nil, -1, nil
 		m.mu.Unlock()
-		m.setRole(RoleSpare)
+		m.setRole(waiting)
 		if role == RoleFenced {
 			// The catalog still says fenced.
 			rctx, rcancel := context.WithTimeout(ctx, m.cfg.ConsulTimeout)
-			if err := m.cfg.Registry.Register(rctx, m.instance(RoleSpare, -1)); err != nil {
+			if err := m.cfg.Registry.Register(rctx, m.instance(waiting, -1)); err != nil {
 				level.Warn(m.logger).Log("msg", "cannot update the consul registration", "err", err)
 			}
 			rcancel()
 		}
 		cctx, cancel := m.stopCtx(ctx)
-		poolID, err := m.cfg.Coordinator.ClaimPool(cctx, s, m.cfg.Pools)
+		poolID, err := m.cfg.Coordinator.ClaimPool(cctx, s, ids)
 		cancel()
 		if err != nil {
 			if e := m.stopping(ctx); e != nil {
@@ -378,20 +388,20 @@ func (m *Member) runClaimed(ctx context.Context) error {
 				}
 				return e
 			}
-			level.Warn(m.logger).Log("msg", "consul session lost while spare; creating a new one", "err", err)
+			level.Warn(m.logger).Log("msg", "consul session lost while "+waiting+"; creating a new one", "err", err)
 			m.discard(s)
 			continue
 		}
-		if err := m.own(ctx, s, poolID); err != nil {
+		if err := m.own(ctx, s, poolID, running); err != nil {
 			return err
 		}
 	}
 }
 
-// own runs a claimed pool. It returns nil after a fence (or a take-over that
-// could not start), errStop when the member must stop (the pool then still
-// runs, for the drain).
-func (m *Member) own(ctx context.Context, s Session, poolID int) error {
+// own runs a claimed pool in role (owner or static). It returns nil after a
+// fence (or a take-over that could not start), errStop when the member must
+// stop (the pool then still runs, for the drain).
+func (m *Member) own(ctx context.Context, s Session, poolID int, role string) error {
 	level.Info(m.logger).Log("msg", "claimed pool", "pool_id", poolID, "session", s.ID())
 	if e := m.stopping(ctx); e != nil {
 		return m.releaseUnstarted(s, poolID, nil, e)
@@ -428,14 +438,14 @@ func (m *Member) own(ctx context.Context, s Session, poolID int) error {
 	m.mu.Lock()
 	m.pool, m.poolID, m.resumed = pool, poolID, resumed
 	m.mu.Unlock()
-	m.setRole(RoleOwner)
+	m.setRole(role)
 	identifying := max(len(pool.Shards())-len(resumed), 0)
 	m.cfg.Metrics.Takeovers.WithLabelValues("resume").Add(float64(len(resumed)))
 	m.cfg.Metrics.Takeovers.WithLabelValues("identify").Add(float64(identifying))
 	level.Info(m.logger).Log("msg", "running pool", "pool_id", poolID, "resumed_shards", len(resumed), "identifying_shards", identifying)
 	// The catalog learns the pool; a failure here is not worth a fence.
 	rctx, rcancel := context.WithTimeout(ctx, m.cfg.ConsulTimeout)
-	if err := m.cfg.Registry.Register(rctx, m.instance(RoleOwner, poolID)); err != nil {
+	if err := m.cfg.Registry.Register(rctx, m.instance(role, poolID)); err != nil {
 		level.Warn(m.logger).Log("msg", "cannot update the consul registration with the pool", "err", err)
 	}
 	rcancel()
@@ -492,8 +502,8 @@ func (m *Member) takeHandoffs(ctx context.Context, s Session, poolID int) (map[i
 	if err != nil {
 		return nil, err
 	}
-	first := poolID * m.cfg.ShardsPerPool
-	last := min(first+m.cfg.ShardsPerPool, m.cfg.TotalShards) - 1
+	first := poolID * m.cfg.Plan.ShardsPerPool
+	last := min(first+m.cfg.Plan.ShardsPerPool, m.cfg.Plan.TotalShards) - 1
 	return freshHandoffs(recs, first, last, m.cfg.HandoffMaxAge, time.Now(), m.logger), nil
 }
 
@@ -529,7 +539,8 @@ func (m *Member) fence(s Session, poolID int, pool *service.Pool) {
 	m.mu.Unlock()
 	m.setRole(RoleFenced)
 	m.cfg.Metrics.Fences.Inc()
-	level.Error(m.logger).Log("msg", "fenced: lost the consul session, every shard of the pool stopped so that no two instances run it; spare again once a new session exists",
+	waiting, _, _ := m.roles()
+	level.Error(m.logger).Log("msg", "fenced: lost the consul session, every shard of the pool stopped so that no two instances run it; "+waiting+" again once a new session exists",
 		"pool_id", poolID, "reason", reason)
 	m.discard(s)
 }
@@ -552,8 +563,7 @@ func (m *Member) drain(pool *service.Pool, poolID int, s Session) (service.Drain
 			level.Error(m.logger).Log("msg", what+" failed", "err", e)
 		}
 	}
-	claimed := m.cfg.FixedPool < 0
-	if pool != nil && claimed && s != nil && err == nil {
+	if pool != nil && s != nil && err == nil {
 		// Records first, lock released with them: the successor that
 		// takes the lock finds them.
 		step("hand-off to the successor", func(ctx context.Context) error {
@@ -614,8 +624,8 @@ func (m *Member) Readiness(ctx context.Context) service.Readiness {
 func (m *Member) Status(ctx context.Context) (service.Status, error) {
 	m.mu.Lock()
 	role, pool, sess := m.role, m.pool, m.session
-	ms := &service.Membership{InstanceID: m.cfg.InstanceID, Role: role, Pools: m.cfg.Pools, LastFence: m.lastFence}
-	if role == RoleOwner {
+	ms := &service.Membership{InstanceID: m.cfg.InstanceID, Role: role, Pools: m.cfg.Plan.Pools(), LastFence: m.lastFence}
+	if role == RoleOwner || role == RoleStatic {
 		ms.ResumedShards = m.resumed
 	}
 	m.mu.Unlock()
@@ -627,7 +637,7 @@ func (m *Member) Status(ctx context.Context) (service.Status, error) {
 		}
 	}
 	var st service.Status
-	if pool != nil && role != RoleSpare && role != RoleStarting {
+	if pool != nil && role != RoleSpare && role != RoleStandby && role != RoleStarting {
 		var err error
 		if st, err = pool.Status(ctx); err != nil {
 			return st, err
@@ -638,7 +648,7 @@ func (m *Member) Status(ctx context.Context) (service.Status, error) {
 		}
 	} else {
 		st = service.Status{
-			PoolID: -1, State: role, FirstShard: -1, LastShard: -1, TotalShards: m.cfg.TotalShards,
+			PoolID: -1, State: role, FirstShard: -1, LastShard: -1, TotalShards: m.cfg.Plan.TotalShards,
 			Shards: []service.ShardStatus{},
 		}
 		st.ReportBroker(m.cfg.Broker)

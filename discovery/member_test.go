@@ -46,7 +46,19 @@ type fakeFleet struct {
 	records  map[int]*shard.Handoff
 	handoffs []service.ShardHandoff
 	onTake   func() // called in TakeHandoffs
+	plan     *Plan  // the stored plan
 }
+
+func (f *fakeFleet) AgreePlan(_ context.Context, want Plan) (Plan, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.plan == nil {
+		f.plan = &want
+	}
+	return *f.plan, nil
+}
+
+func (f *fakeFleet) PlanKey() string { return "fake/plan" }
 
 func (f *fakeFleet) event(e string) {
 	f.mu.Lock()
@@ -85,7 +97,8 @@ func (f *fakeFleet) NewSession(context.Context) (Session, error) {
 	return s, nil
 }
 
-func (f *fakeFleet) ClaimPool(ctx context.Context, s Session, _ int) (int, error) {
+func (f *fakeFleet) ClaimPool(ctx context.Context, s Session, ids []int) (int, error) {
+	f.event(fmt.Sprintf("wait for %v", ids))
 	select {
 	case id := <-f.grant:
 		f.event(fmt.Sprintf("claim %d", id))
@@ -136,19 +149,26 @@ type memberUnderTest struct {
 	done    chan error
 }
 
+// testPlan is the plan of the member under test: 2 pools of 5 shards.
+var testPlan = Plan{TotalShards: 10, ShardsPerPool: 5, Generation: 1}
+
 func startMember(t *testing.T, fixed int) *memberUnderTest {
 	t.Helper()
-	f := &fakeFleet{grant: make(chan int, 1)}
+	return startMemberIn(t, &fakeFleet{grant: make(chan int, 1)}, fixed, log.NewNopLogger())
+}
+
+func startMemberIn(t *testing.T, f *fakeFleet, fixed int, logger log.Logger) *memberUnderTest {
+	t.Helper()
 	mt := &memberUnderTest{f: f, resumes: make(chan map[int]*shard.Handoff, 4), done: make(chan error, 1)}
 	mt.Member = NewMember(MemberConfig{
-		InstanceID: "i-1", FixedPool: fixed, Pools: 2, ShardsPerPool: 5, TotalShards: 10,
+		InstanceID: "i-1", FixedPool: fixed, Plan: testPlan,
 		NewPool: func(id int, resume map[int]*shard.Handoff) *service.Pool {
 			mt.resumes <- resume
 			return service.NewPool(service.PoolConfig{PoolID: id, FirstShard: id * 5, Count: 0, TotalShards: 10,
 				Publish: nopPath{}, Logger: log.NewNopLogger(), DrainTimeout: 5 * time.Second})
 		},
 		Registry: f, Coordinator: f, HandoffMaxAge: time.Minute, Publish: nopPath{},
-		Logger: log.NewNopLogger(),
+		Logger: logger,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	mt.cancel = cancel
@@ -175,6 +195,20 @@ func (mt *memberUnderTest) waitRole(t *testing.T, role string) {
 	}
 }
 
+// waitCalls waits until the calls include each of want.
+func (mt *memberUnderTest) waitCalls(t *testing.T, want ...string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, w := range want {
+		for !strings.Contains(mt.f.log(), w) {
+			if time.Now().After(deadline) {
+				t.Fatalf("calls %q lack %q", mt.f.log(), w)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
 func TestMemberIsASpareUntilItClaimsAPool(t *testing.T) {
 	mt := startMember(t, -1)
 	mt.waitRole(t, RoleSpare)
@@ -191,7 +225,7 @@ func TestMemberIsASpareUntilItClaimsAPool(t *testing.T) {
 	if st.PoolID != 1 || st.FirstShard != 5 || st.Discovery.Role != RoleOwner {
 		t.Fatalf("owner status %+v", st)
 	}
-	if got := mt.f.log(); got != "register spare -1; session s0; claim 1; take; register owner 1" {
+	if got := mt.f.log(); got != "register spare -1; session s0; wait for [0 1]; claim 1; take; register owner 1" {
 		t.Fatalf("calls: %s", got)
 	}
 }
@@ -271,38 +305,102 @@ func TestMemberDrainedAsASpareLeavesWithoutAHandOff(t *testing.T) {
 	if err != nil || res.PoolID != -1 {
 		t.Fatalf("drain %+v %v", res, err)
 	}
-	if got := mt.f.log(); got != "register spare -1; session s0; close s0; deregister" {
+	if got := mt.f.log(); got != "register spare -1; session s0; wait for [0 1]; close s0; deregister" {
 		t.Fatalf("calls: %s", got)
 	}
 }
 
-func TestMemberWithAFixedPoolRunsItWithoutALockAndSurvivesALostSession(t *testing.T) {
+func TestMemberWithAFixedPoolWaitsAsItsStandbyThenRunsItUnderItsLock(t *testing.T) {
 	mt := startMember(t, 1)
+	mt.waitRole(t, RoleStandby)
+	if r := mt.Readiness(context.Background()); r.Ready || r.PoolID != -1 {
+		t.Fatalf("standby readiness %+v, want not ready without a pool", r)
+	}
+	st, _ := mt.Status(context.Background())
+	if st.State != RoleStandby || st.PoolID != -1 || st.Discovery.Role != RoleStandby || mt.Pool() != nil {
+		t.Fatalf("standby status %+v %+v", st, st.Discovery)
+	}
+	mt.f.grant <- 1
 	mt.waitRole(t, RoleStatic)
 	if p := mt.Pool(); p == nil {
 		t.Fatal("no pool")
 	}
-	mt.f.session(0).lose()
-	deadline := time.Now().Add(10 * time.Second)
-	for mt.f.session(1) == nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("no new session; calls: %s", mt.f.log())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	if mt.Role() != RoleStatic {
-		t.Fatalf("role %s after a lost session, want static (no fence without a lock)", mt.Role())
-	}
-	id, err := mt.SessionID(context.Background())
-	if err != nil || id != "s1" {
-		t.Fatalf("SessionID = %q %v", id, err)
+	if got := mt.f.log(); got != "register standby -1; session s0; wait for [1]; claim 1; take; register static 1" {
+		t.Fatalf("calls: %s", got)
 	}
 	if _, err := mt.Drain(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := mt.f.log(); strings.Contains(got, "claim") || strings.Contains(got, "handoff") || strings.Contains(got, "take") {
-		t.Fatalf("a fixed pool used the pool lock: %s", got)
+	if got := mt.f.log(); !strings.HasSuffix(got, "register static 1; handoff 1 by s0 (0 records); close s0; deregister") {
+		t.Fatalf("a static pool's drain must hand off and release its lock: %s", got)
 	}
+}
+
+func TestMemberWithAFixedPoolFencesWhenItsSessionIsLostThenStandsByForTheSamePool(t *testing.T) {
+	mt := startMember(t, 1)
+	mt.f.grant <- 1
+	mt.waitRole(t, RoleStatic)
+	mt.f.session(0).lose()
+	mt.waitRole(t, RoleStandby) // after fenced, with a new session
+	st, _ := mt.Status(context.Background())
+	if st.Discovery.LastFence == nil || st.Discovery.LastFence.PoolID != 1 || st.Discovery.Session != "s1" {
+		t.Fatalf("status after the fence %+v", st.Discovery)
+	}
+	// Fenced, a new session, standby again for pool 1; the lost session
+	// is closed in the background.
+	mt.waitCalls(t, "register fenced -1; session s1", "close s0", "register standby -1", "static 1; ")
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Count(mt.f.log(), "wait for [1]") != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("calls %q: not waiting for pool 1 again", mt.f.log())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestMemberEndsWithoutRunningAPoolWhenTheStoredPlanDiffers(t *testing.T) {
+	stored := Plan{TotalShards: 12, ShardsPerPool: 4, Generation: 1}
+	var logs lockedBuffer
+	mt := startMemberIn(t, &fakeFleet{grant: make(chan int, 1), plan: &stored}, -1, log.NewLogfmtLogger(&logs))
+	var err error
+	select {
+	case err = <-mt.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("member still running with another plan")
+	}
+	var mismatch *PlanMismatchError
+	if !errors.As(err, &mismatch) || len(mismatch.Mismatches) != 2 {
+		t.Fatalf("Run = %v, want a *PlanMismatchError on TOTAL_SHARDS and SHARDS_PER_POOL", err)
+	}
+	if got := mt.f.log(); got != "deregister" {
+		t.Fatalf("calls: %s; want nothing but the deregistration", got)
+	}
+	for _, want := range []string{
+		"variable=TOTAL_SHARDS configured=10 plan=12 plan_key=fake/plan",
+		"variable=SHARDS_PER_POOL configured=5 plan=4 plan_key=fake/plan",
+	} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, logs.String())
+		}
+	}
+	mt.done <- nil // for the cleanup
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func TestSessionIDWaitsForALiveSession(t *testing.T) {

@@ -26,11 +26,11 @@ type lockValue struct {
 }
 
 // ClaimPool implements Coordinator. It lists the pool locks with a blocking
-// query: a spare sleeps in Consul until a lock changes, then tries the free
-// ones, lowest first. A lock that looks free but cannot be taken is in its
-// lock-delay (its owner's session was invalidated); it is retried every
-// second until the delay ends.
-func (c *Consul) ClaimPool(ctx context.Context, s Session, pools int) (int, error) {
+// query: a spare (or standby) sleeps in Consul until a lock changes, then
+// tries the free ones of ids, lowest first. A lock that looks free but cannot
+// be taken is in its lock-delay (its owner's session was invalidated); it is
+// retried every second until the delay ends.
+func (c *Consul) ClaimPool(ctx context.Context, s Session, ids []int) (int, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -69,7 +69,7 @@ func (c *Consul) ClaimPool(ctx context.Context, s Session, pools int) (int, erro
 			}
 		}
 		wait = 5 * time.Minute
-		for id := 0; id < pools; id++ {
+		for _, id := range ids {
 			switch held[id] {
 			case s.ID():
 				return id, nil
@@ -95,7 +95,11 @@ func (c *Consul) ClaimPool(ctx context.Context, s Session, pools int) (int, erro
 		}
 		if !spare {
 			spare = true
-			level.Info(c.logger).Log("msg", "every pool is taken: waiting as a hot spare", "pools", pools)
+			if len(ids) == 1 {
+				level.Info(c.logger).Log("msg", "the pool is taken: waiting as a standby until its owner leaves", "pool_id", ids[0])
+			} else {
+				level.Info(c.logger).Log("msg", "every pool is taken: waiting as a hot spare", "pools", len(ids))
+			}
 		}
 	}
 }

@@ -15,10 +15,19 @@ type claim struct {
 	err  error
 }
 
+// claimAsync claims any of pools [0, pools).
 func claimAsync(ctx context.Context, c *Consul, s Session, pools int) <-chan claim {
+	ids := make([]int, pools)
+	for i := range ids {
+		ids[i] = i
+	}
+	return claimIDsAsync(ctx, c, s, ids)
+}
+
+func claimIDsAsync(ctx context.Context, c *Consul, s Session, ids []int) <-chan claim {
 	ch := make(chan claim, 1)
 	go func() {
-		id, err := c.ClaimPool(ctx, s, pools)
+		id, err := c.ClaimPool(ctx, s, ids)
 		ch <- claim{id, err}
 	}()
 	return ch
@@ -73,6 +82,47 @@ func TestClaimPoolTakesTheLowestFreePoolThenWaitsAsASpare(t *testing.T) {
 	}
 	if got := mustClaim(t, spare); got != 1 {
 		t.Fatalf("spare took pool %d, want 1", got)
+	}
+}
+
+func TestClaimPoolOfOnePoolWaitsForThatPoolAsItsStandby(t *testing.T) {
+	a := sharedAgent(t)
+	p := prefix(t)
+	ctx := ctxTimeout(t, time.Minute)
+	owner, standby := newInstance(t, a, p, 10*time.Second), newInstance(t, a, p, 10*time.Second)
+	osess, ss := owner.session(t), standby.session(t)
+	if got := mustClaim(t, claimIDsAsync(ctx, owner.Consul, osess, []int{1})); got != 1 {
+		t.Fatalf("claimed pool %d, want 1", got)
+	}
+	// Pool 0 is free, but the standby waits for pool 1 only.
+	ch := claimIDsAsync(ctx, standby.Consul, ss, []int{1})
+	mustWait(t, ch)
+	if err := owner.HandOff(ctx, osess, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustClaim(t, ch); got != 1 {
+		t.Fatalf("the standby took pool %d, want 1", got)
+	}
+}
+
+func TestPoolLockKeysCarryThePlanGeneration(t *testing.T) {
+	a := sharedAgent(t)
+	p := prefix(t)
+	ctx := ctxTimeout(t, time.Minute)
+	first, next := newInstance(t, a, p, 10*time.Second), newInstance(t, a, p, 10*time.Second)
+	next.cfg.PlanGeneration = 2
+	fs, ns := first.session(t), next.session(t)
+	mustClaim(t, claimAsync(ctx, first.Consul, fs, 1))
+	// Pool 0 of generation 2 is another lock than pool 0 of generation 1.
+	mustClaim(t, claimAsync(ctx, next.Consul, ns, 1))
+	for key, s := range map[string]Session{p + "/pools/1/0": fs, p + "/pools/2/0": ns} {
+		kv, _, err := first.client.KV().Get(key, nil)
+		if err != nil || kv == nil || kv.Session != s.ID() {
+			t.Errorf("%s: %+v (err %v), want locked by %s", key, kv, err, s.ID())
+		}
+	}
+	if got := first.handoffPrefix(3); got != p+"/handoff/1/3/" {
+		t.Errorf("hand-off prefix %q", got)
 	}
 }
 

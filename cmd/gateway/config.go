@@ -51,6 +51,7 @@ type Config struct {
 	SessionTTL      time.Duration
 	LockDelay       time.Duration
 	CheckInterval   time.Duration
+	CheckFailures   int
 	DeregisterAfter time.Duration
 	HandoffMaxAge   time.Duration
 	// PoolIDSet is true when POOL_ID was given (environment or flag): with
@@ -273,6 +274,7 @@ var vars = []variable{
 	{"CONSUL_SESSION_TTL", "15s", "TTL of the Consul session holding the pool lock (10s to 24h); an instance that cannot renew it for half of it stops its shards (fencing)", durationSetter(func(c *Config, d time.Duration) { c.SessionTTL = d }, 10*time.Second, 24*time.Hour)},
 	{"CONSUL_LOCK_DELAY", "15s", "time Consul keeps the pool lock of a dead instance from being taken (0s to 60s); keep it at least half CONSUL_SESSION_TTL", durationSetter(func(c *Config, d time.Duration) { c.LockDelay = d }, 0, time.Minute)},
 	{"CONSUL_CHECK_INTERVAL", "10s", "interval of the Consul checks on /health and /ready", durationSetter(func(c *Config, d time.Duration) { c.CheckInterval = d }, time.Second, 10*time.Minute)},
+	{"CONSUL_CHECK_FAILURES", "3", "consecutive failed /health probes before Consul marks the instance critical, which ends its session and stops its shards (fencing); a failing /ready never fences", intSetter(func(c *Config, n int) { c.CheckFailures = n }, 1)},
 	{"CONSUL_DEREGISTER_AFTER", "1m", "Consul removes an instance whose /health check stays critical that long (at least 1m)", durationSetter(func(c *Config, d time.Duration) { c.DeregisterAfter = d }, time.Minute, 7*24*time.Hour)},
 	{"HANDOFF_MAX_AGE", "3m", "a hand-off record older than this is not resumed (Discord no longer keeps the session); its shard identifies", durationSetter(func(c *Config, d time.Duration) { c.HandoffMaxAge = d }, time.Second, time.Hour)},
 }
@@ -357,6 +359,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	setByFlag := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { setByFlag[f.Name] = true })
 	var errs []error
+	failed := map[string]bool{}
 	for _, v := range vars {
 		val := v.def
 		if e := getenv(v.env); e != "" {
@@ -366,8 +369,12 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 			val = *flags[v.env]
 		}
 		if err := v.set(&c, val); err != nil {
+			failed[v.env] = true
 			errs = append(errs, fmt.Errorf("invalid %s: %w", v.env, hideSecret(v.env, val, err)))
 		}
+	}
+	if !failed["CONSUL_SESSION_TTL"] && !failed["CONSUL_LOCK_DELAY"] {
+		errs = append(errs, fencingMargin(c)) // fleet.go; nil when safe
 	}
 	c.PoolIDSet = getenv("POOL_ID") != "" || setByFlag[flagName("POOL_ID")]
 	return c, errors.Join(errs...)

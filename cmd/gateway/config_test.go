@@ -25,7 +25,7 @@ func TestParseConfigDefaults(t *testing.T) {
 		Compression: "zlib-stream", Intents: 3 /* GUILDS,GUILD_MEMBERS */, DrainTimeout: 20 * time.Second, BufferMaxEvents: 500000, BufferMaxBytes: 256 << 20,
 		IdentifyWindow: 5 * time.Second, BackoffBase: time.Second, BackoffMax: time.Minute,
 		ServiceName: "discord-gateway", KVPrefix: "discord-gateway", SessionTTL: 15 * time.Second, LockDelay: 15 * time.Second,
-		CheckInterval: 10 * time.Second, DeregisterAfter: time.Minute, HandoffMaxAge: 3 * time.Minute,
+		CheckInterval: 10 * time.Second, CheckFailures: 3, DeregisterAfter: time.Minute, HandoffMaxAge: 3 * time.Minute,
 	}
 	if c != want {
 		t.Fatalf("got  %+v\nwant %+v", c, want)
@@ -152,6 +152,10 @@ var badValues = map[string][]struct{ value, msg string }{
 	"CONSUL_CHECK_INTERVAL": {
 		{"", `invalid CONSUL_CHECK_INTERVAL: "" must be a duration between 1s and 10m`},
 		{"0s", `invalid CONSUL_CHECK_INTERVAL: "0s" must be a duration between 1s and 10m`},
+	},
+	"CONSUL_CHECK_FAILURES": {
+		{"", `invalid CONSUL_CHECK_FAILURES: "" must be an integer >= 1`},
+		{"0", `invalid CONSUL_CHECK_FAILURES: "0" must be an integer >= 1`},
 	},
 	"CONSUL_DEREGISTER_AFTER": {
 		{"", `invalid CONSUL_DEREGISTER_AFTER: "" must be a duration between 1m and 168h`},

@@ -47,6 +47,9 @@ type fleetOptions struct {
 const (
 	fleetService = "discord-gateway-test"
 	fleetTTL     = 10 * time.Second // Consul's minimum
+	// fleetTTLLockDelay is the shortest lock-delay the configuration
+	// accepts with fleetTTL: half of it.
+	fleetTTLLockDelay = fleetTTL / 2
 	// fleetToken is sent to the agent (which has no ACLs and ignores it)
 	// and must never reach a log line.
 	fleetToken = "consul-acl-token-4f1d9c"
@@ -116,7 +119,7 @@ func (f *fleet) newInstance() *testEnv {
 		"HTTP_HOST": "127.0.0.1", "HTTP_PORT": "0", "LOG_LEVEL": "info", "DRAIN_TIMEOUT": "15s",
 		"NATS_URL": f.ns.ClientURL(), "TOTAL_SHARDS": strconv.Itoa(f.o.total), "SHARDS_PER_POOL": strconv.Itoa(f.o.perPool),
 		"CONSUL_HTTP_ADDR": f.consul.Addr, "SERVICE_NAME": fleetService, "KV_PREFIX": "gw-" + strings.ToLower(t.Name()),
-		"CONSUL_SESSION_TTL": fleetTTL.String(), "CONSUL_LOCK_DELAY": "0s", "CONSUL_CHECK_INTERVAL": "2s",
+		"CONSUL_SESSION_TTL": fleetTTL.String(), "CONSUL_LOCK_DELAY": fleetTTLLockDelay.String(), "CONSUL_CHECK_INTERVAL": "2s",
 		"CONSUL_HTTP_TOKEN": fleetToken,
 	}
 	for k, v := range f.o.env {
@@ -276,7 +279,7 @@ func TestConsulThreeInstancesForTwoPoolsGiveTwoOwnersAndASpare(t *testing.T) {
 	}
 	// Each pool lock is held by its owner's session.
 	for id, e := range pools {
-		kv, _, err := f.consul.Client().KV().Get("gw-"+strings.ToLower(t.Name())+"/pools/"+strconv.Itoa(id), nil)
+		kv, _, err := f.consul.Client().KV().Get("gw-"+strings.ToLower(t.Name())+"/pools/1/"+strconv.Itoa(id), nil)
 		if err != nil || kv == nil || kv.Session != e.membership().Session {
 			t.Errorf("lock of pool %d: %+v (err %v), want held by %s", id, kv, err, e.membership().Session)
 		}
@@ -316,11 +319,14 @@ func TestConsulSpareTakesOverADeadOwnersPoolWithAFreshIdentify(t *testing.T) {
 	cases := []struct {
 		name, checkInterval string
 		// The earliest the spare may take over: Consul expires a session
-		// no sooner than the TTL after its last renewal (every TTL/5).
+		// no sooner than the TTL after its last renewal (every TTL/5), or
+		// ends it when the /health check fails (3 probes in a row, or the
+		// first probe when none passed yet: Consul starts counting at the
+		// threshold); the lock-delay passes after that.
 		notBefore time.Duration
 	}{
-		{"when the session TTL expires", "10m", fleetTTL - fleetTTL/5},
-		{"when the /health check fails", "2s", 0},
+		{"when the session TTL expires", "10m", fleetTTL - fleetTTL/5 + fleetTTLLockDelay},
+		{"when the /health check fails", "2s", fleetTTLLockDelay},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -483,7 +489,7 @@ func TestConsulOwnerFencesItselfWhenConsulIsGonePastTheTTL(t *testing.T) {
 	}
 }
 
-func TestConsulWithAnExplicitPoolIDRegistersAndRunsItWithoutALock(t *testing.T) {
+func TestConsulWithAnExplicitPoolIDRunsThatPoolUnderItsLock(t *testing.T) {
 	f := startFleet(t, fleetOptions{total: 4, perPool: 2, env: map[string]string{"POOL_ID": "1"}})
 	e := f.start(1)[0]
 	e.waitShardsReady(2)
@@ -498,15 +504,23 @@ func TestConsulWithAnExplicitPoolIDRegistersAndRunsItWithoutALock(t *testing.T) 
 	if len(svcs) != 1 || svcs[0].ServiceMeta["role"] != discovery.RoleStatic || svcs[0].ServiceMeta["pool_id"] != "1" {
 		t.Fatalf("catalog %+v", svcs)
 	}
-	locks, _, err := f.consul.Client().KV().List("gw-"+strings.ToLower(t.Name())+"/pools/", nil)
-	if err != nil || len(locks) != 0 {
-		t.Fatalf("pool locks %d (err %v), want none", len(locks), err)
+	prefix := "gw-" + strings.ToLower(t.Name())
+	kv, _, err := f.consul.Client().KV().Get(prefix+"/pools/1/1", nil)
+	if err != nil || kv == nil || kv.Session != st.Discovery.Session {
+		t.Fatalf("lock of pool 1: %+v (err %v), want held by %s", kv, err, st.Discovery.Session)
 	}
+	// A drain hands the sessions over and releases the lock, as an owner's.
 	if code, _ := e.do("POST", "/drain", ""); code != http.StatusOK {
 		t.Fatalf("drain %d", code)
 	}
 	if svcs := catalog(t, f.consul); len(svcs) != 0 {
 		t.Fatalf("still registered after the drain: %+v", svcs)
+	}
+	if kv, _, err := f.consul.Client().KV().Get(prefix+"/pools/1/1", nil); err != nil || kv == nil || kv.Session != "" {
+		t.Fatalf("lock of pool 1 after the drain: %+v (err %v), want released", kv, err)
+	}
+	if recs, _, err := f.consul.Client().KV().List(prefix+"/handoff/1/1/", nil); err != nil || len(recs) != 2 {
+		t.Fatalf("%d hand-off records (err %v), want one per shard", len(recs), err)
 	}
 }
 

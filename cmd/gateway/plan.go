@@ -10,6 +10,7 @@ import (
 	"github.com/go-kit/log/level"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shardpool/gateway/discovery"
 	"github.com/shardpool/gateway/service/shard"
 	"github.com/shardpool/gateway/transport"
 )
@@ -18,9 +19,13 @@ import (
 // before anything opens: how many shards there are, which pools they form,
 // and how fast this instance may identify.
 type shardPlan struct {
-	gatewayURL      string
-	total           int // TOTAL_SHARDS, else Discord's recommendation
-	pools           int
+	gatewayURL string
+	// total is TOTAL_SHARDS, else Discord's recommendation; with Consul,
+	// the fleet's plan (which an explicit TOTAL_SHARDS must match).
+	total int
+	pools int
+	// fleet is the fleet's shard plan stored in Consul (with Consul only).
+	fleet           discovery.Plan
 	useConsul       bool
 	claim           bool // with Consul and no POOL_ID: the pool is claimed later
 	first, count    int  // the shards of POOL_ID, or of pool 0 when claiming
@@ -47,9 +52,15 @@ func (m *Main) planShards(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	p := shardPlan{gatewayURL: bot.URL, total: cfg.TotalShards, useConsul: cfg.ConsulHTTPAddr != ""}
+	p := shardPlan{gatewayURL: bot.URL, total: cfg.TotalShards, useConsul: cfg.ConsulHTTPAddr != "", instanceID: newInstanceID(cfg.ServiceName)}
 	if p.total == 0 {
 		p.total = max(bot.Shards, 1)
+	}
+	if p.useConsul {
+		if p.fleet, err = m.agreeFleetPlan(ctx, p.total, p.instanceID); err != nil {
+			return err
+		}
+		p.total = p.fleet.TotalShards
 	}
 	// With Consul and no POOL_ID the pool is claimed later; pool 0 is the
 	// largest, so its size is what the identify budget must cover.
@@ -71,7 +82,6 @@ func (m *Main) planShards(ctx context.Context) error {
 	}
 	p.maxConcurrency = max(limit.MaxConcurrency, 1)
 	p.startsRemaining = limit.Remaining
-	p.instanceID = newInstanceID(cfg.ServiceName)
 	m.plan = p
 	return nil
 }

@@ -11,10 +11,13 @@
 #     id and shard range in the meta and checks on /health and /ready;
 #   - creates, renews and destroys a session on its node (session/create, tied
 #     to the node's serfHealth and its /health check);
+#   - reads its own checks back (agent/checks), so that registering again
+#     does not restart Consul's count of failed /health probes;
 #   - takes and releases locks and reads and writes records under KV_PREFIX:
-#       <KV_PREFIX>/pools/<id>               pool locks (the claimed pool id)
-#       <KV_PREFIX>/identify/<bucket>        identify coordination per bucket
-#       <KV_PREFIX>/handoff/<pool>/<shard>   hand-off records of a drain
+#       <KV_PREFIX>/plan                                 the fleet's shard plan
+#       <KV_PREFIX>/pools/<generation>/<id>              pool locks (the claimed pool id)
+#       <KV_PREFIX>/identify/<bucket>                    identify coordination per bucket
+#       <KV_PREFIX>/handoff/<generation>/<pool>/<shard>  hand-off records of a drain
 #     (deploy/README.md documents the layout).
 
 # Its own service only: registration, its checks, and reading it back.

@@ -66,7 +66,7 @@ job "discord-gateway" {
 
     # No Nomad `service` block: the gateway registers itself in Consul
     # (CONSUL_HTTP_ADDR below), because Consul, not Nomad, decides which pool
-    # an instance runs (a lock on <KV_PREFIX>/pools/<id>), and the service
+    # an instance runs (a lock on <KV_PREFIX>/pools/<generation>/<id>), and the service
     # puts that pool_id and its shard range in the registration's meta,
     # with checks on /health and /ready that its Consul session is tied to.
     # Nomad cannot know the pool id when it registers a service, so a Nomad
