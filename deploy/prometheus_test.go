@@ -115,6 +115,8 @@ func TestPrometheusAlertRulesCoverTheGatewaysFailures(t *testing.T) {
 		"GatewayBackpressure":            "gateway_backpressure_seconds_total",
 		"GatewayIdentifyBudgetLow":       "gateway_session_start_remaining",
 		"GatewayIdentifyBudgetExhausted": "gateway_session_start_remaining",
+		"GatewayIdentifyNearReserve":     "gateway_session_start_reserve",
+		"GatewayIdentifyPaused":          "gateway_session_start_reserve",
 		"GatewayHeartbeatLatencyHigh":    "gateway_heartbeat_latency_seconds",
 	} {
 		r, ok := rules[alert]

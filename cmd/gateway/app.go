@@ -57,6 +57,7 @@ type Main struct {
 	plan         shardPlan            // planShards
 	reg          *prometheus.Registry // openMetrics
 	shardMetrics *shard.Metrics
+	starts       *shard.SessionStarts
 	nats         *natsBroker       // openPublishPath; nil in local mode
 	breaker      *publish.Breaker  // nil in local mode
 	buffer       *publish.Buffer   // what the shards publish into
@@ -216,8 +217,7 @@ func (m *Main) openMetrics(ctx context.Context) {
 	m.reg = prometheus.NewRegistry()
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.shardMetrics = shard.NewMetrics(m.reg)
-	m.shardMetrics.SessionStarts.Set(float64(m.plan.startsRemaining))
-	go refreshSessionStarts(ctx, m.Config, m.shardMetrics.SessionStarts, m.logger)
+	m.openSessionStarts(ctx)
 }
 
 // openListener listens on HTTP_HOST:HTTP_PORT before the fleet opens: Consul

@@ -42,6 +42,10 @@ type Config struct {
 	BufferMaxEvents int
 	BufferMaxBytes  int64
 
+	// SessionStartReserve: no IDENTIFY while session_start_limit.remaining
+	// is at or below it; 0 = auto (1% of the total, at least 1).
+	SessionStartReserve int
+
 	// Consul: on when ConsulHTTPAddr is set.
 	ConsulHTTPAddr  string
 	ConsulHTTPToken string
@@ -64,6 +68,10 @@ type Config struct {
 	SendBudget     shard.SendBudget // zero: Discord's 120 per 60 s
 	BackoffBase    time.Duration
 	BackoffMax     time.Duration
+
+	// InvalidSessionDelay, when set, replaces the 1–5 s pause Discord asks
+	// for before a new IDENTIFY (tests).
+	InvalidSessionDelay time.Duration
 }
 
 type variable struct {
@@ -108,6 +116,18 @@ var vars = []variable{
 	}},
 	{"SHARDS_PER_POOL", "25", "shards per pool", intSetter(func(c *Config, n int) { c.ShardsPerPool = n }, 1)},
 	{"POOL_ID", "0", "pool p runs shards [p*SHARDS_PER_POOL, min((p+1)*SHARDS_PER_POOL, TOTAL_SHARDS)); unset with CONSUL_HTTP_ADDR: claimed from Consul", intSetter(func(c *Config, n int) { c.PoolID = n }, 0)},
+	{"SESSION_START_RESERVE", "auto", "session starts (IDENTIFYs) of Discord's daily session_start_limit kept in reserve: no IDENTIFY while remaining is at or below it (shards wait for the reset in state session_limit); auto = 1% of the total, at least 1", func(c *Config, v string) error {
+		if v == "auto" {
+			c.SessionStartReserve = 0
+			return nil
+		}
+		n, err := positive(v)
+		if err != nil {
+			return fmt.Errorf("%q must be a positive integer or auto", v)
+		}
+		c.SessionStartReserve = n
+		return nil
+	}},
 	{"NATS_URL", "", "NATS server URL(s), comma separated; unset = local mode (events logged at debug and counted)", func(c *Config, v string) error {
 		for _, s := range strings.Split(v, ",") {
 			if s = strings.TrimSpace(s); s == "" {

@@ -75,6 +75,11 @@ var badValues = map[string][]struct{ value, msg string }{
 		{"-1", `invalid POOL_ID: "-1" must be an integer >= 0`},
 		{"one", `invalid POOL_ID: "one" must be an integer >= 0`},
 	},
+	"SESSION_START_RESERVE": {
+		{"", `invalid SESSION_START_RESERVE: "" must be a positive integer or auto`},
+		{"0", `invalid SESSION_START_RESERVE: "0" must be a positive integer or auto`},
+		{"1%", `invalid SESSION_START_RESERVE: "1%" must be a positive integer or auto`},
+	},
 	"NATS_URL": {
 		{"://nohost", `invalid NATS_URL: "://nohost" is not a NATS URL (nats://host:port)`},
 		{"nats://user:hunter2@:bad:port", `invalid NATS_URL: "nats://redacted@:bad:port" is not a NATS URL (nats://host:port)`},

@@ -199,26 +199,6 @@ func TestEndToEndPoolWithoutShardsIsAStartupError(t *testing.T) {
 	}
 }
 
-func TestEndToEndRefusesToStartWithoutEnoughSessionStarts(t *testing.T) {
-	sim := discordsim.New(discordsim.Config{Shards: 4, SessionStartRemaining: 3})
-	if err := sim.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer sim.Close()
-	m := NewMain()
-	m.LogOutput = &lockedBuffer{}
-	m.ParseFlags(nil, func(k string) string {
-		return map[string]string{"DISCORD_TOKEN": discordsim.DefaultToken, "DISCORD_API_URL": sim.APIURL(), "HTTP_PORT": "0"}[k]
-	})
-	err := m.Run(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "session start limit") {
-		t.Fatalf("Run = %v, want a session start limit error", err)
-	}
-	if n := len(sim.Record().Identifies); n != 0 {
-		t.Fatalf("%d IDENTIFYs sent", n)
-	}
-}
-
 func TestEndToEndIdentifyBucketsAreRespected(t *testing.T) {
 	// 10 ms of tolerance: the simulator stamps an IDENTIFY when its reader
 	// gets to it, which on a loaded machine lags the write by a few ms

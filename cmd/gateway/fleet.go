@@ -156,6 +156,7 @@ func (m *Main) newPool(id int, resume map[int]*shard.Handoff) *service.Pool {
 	// Main's fields, which release clears.
 	gatewayURL, buffer, metrics, logger := m.plan.gatewayURL, m.buffer, m.shardMetrics, m.logger
 	commands := m.shardCommands()
+	starts, renewDelay := m.starts, invalidSessionDelay(cfg)
 	var identify interface {
 		shard.IdentifyLimiter
 		Expect(shardIDs ...int)
@@ -175,6 +176,7 @@ func (m *Main) newPool(id int, resume map[int]*shard.Handoff) *service.Pool {
 		NewShard: func(sid int) *shard.Shard {
 			return shard.New(shard.Config{
 				ID: sid, Total: total, Token: cfg.DiscordToken, GatewayURL: gatewayURL,
+				SessionStarts: starts, InvalidSessionDelay: renewDelay,
 				Compression: cfg.Compression,
 				Backoff:     shard.Backoff{Base: cfg.BackoffBase, Max: cfg.BackoffMax},
 				Identify:    identify,
@@ -191,6 +193,15 @@ func (m *Main) newPool(id int, resume map[int]*shard.Handoff) *service.Pool {
 		Logger:       logger,
 		DrainTimeout: m.poolDrain,
 	})
+}
+
+// invalidSessionDelay is the pause before a new IDENTIFY: Discord's 1–5 s
+// (nil), or the one a test set.
+func invalidSessionDelay(cfg Config) func() time.Duration {
+	if d := cfg.InvalidSessionDelay; d > 0 {
+		return func() time.Duration { return d }
+	}
+	return nil
 }
 
 // drainBudget leaves part of DRAIN_TIMEOUT for closing HTTP and NATS, so the

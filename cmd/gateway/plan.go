@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shardpool/gateway/discovery"
 	"github.com/shardpool/gateway/service/shard"
@@ -31,7 +29,13 @@ type shardPlan struct {
 	first, count    int  // the shards of POOL_ID, or of pool 0 when claiming
 	maxConcurrency  int
 	startsRemaining int // session_start_limit.remaining at startup
-	instanceID      string
+	// startLimit is session_start_limit as read at startsReadAt;
+	// startCounter keeps the count of session starts: in Consul with a
+	// fleet, nil for in memory.
+	startLimit   shard.StartLimit
+	startsReadAt time.Time
+	startCounter shard.StartCounter
+	instanceID   string
 }
 
 // shards returns the first shard of pool id and how many it has.
@@ -41,8 +45,9 @@ func (p shardPlan) shards(id, perPool int) (first, count int) {
 }
 
 // planShards asks Discord first: the shard count and the identify budget
-// decide everything else. It refuses a pool without shards, and a start
-// that would run out of session starts.
+// decide everything else. It refuses a pool without shards, and a reserve
+// that leaves no session start; a budget too low for the pool makes shards
+// wait for Discord's reset instead (openSessionStarts).
 func (m *Main) planShards(ctx context.Context) error {
 	cfg := m.Config
 	if cfg.DiscordToken == "" {
@@ -52,6 +57,7 @@ func (m *Main) planShards(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	readAt := time.Now()
 	p := shardPlan{gatewayURL: bot.URL, total: cfg.TotalShards, useConsul: cfg.ConsulHTTPAddr != "", instanceID: newInstanceID(cfg.ServiceName)}
 	if p.total == 0 {
 		p.total = max(bot.Shards, 1)
@@ -76,12 +82,18 @@ func (m *Main) planShards(ctx context.Context) error {
 	}
 	p.first, p.count = p.shards(poolID, cfg.ShardsPerPool)
 	limit := bot.StartLimit
-	if limit.Remaining < p.count {
-		return fmt.Errorf("session start limit too low: %d identifies remaining (of %d, resets in %s) but this pool must identify %d shards; running out resets the bot token, so refusing to start",
-			limit.Remaining, limit.Total, limit.ResetAfter.Duration().Round(time.Second), p.count)
+	if cfg.SessionStartReserve >= limit.Total {
+		return fmt.Errorf("invalid SESSION_START_RESERVE: %d keeps all of the bot's %d daily session starts in reserve: no shard could ever identify",
+			cfg.SessionStartReserve, limit.Total)
 	}
 	p.maxConcurrency = max(limit.MaxConcurrency, 1)
 	p.startsRemaining = limit.Remaining
+	p.startLimit, p.startsReadAt = shard.StartLimitOf(bot, readAt), readAt
+	if p.useConsul {
+		if p.startCounter, err = m.sessionStartCounter(p.instanceID); err != nil {
+			return err
+		}
+	}
 	m.plan = p
 	return nil
 }
@@ -91,11 +103,11 @@ func (m *Main) logStarting() {
 	cfg, p := m.Config, m.plan
 	if p.claim {
 		level.Info(m.logger).Log("msg", "starting", "version", version, "pool_id", "claimed from consul", "pools", p.pools, "shards_per_pool", cfg.ShardsPerPool,
-			"total_shards", p.total, "max_concurrency", p.maxConcurrency, "session_starts_remaining", p.startsRemaining,
+			"total_shards", p.total, "max_concurrency", p.maxConcurrency, "session_starts_remaining", p.startsRemaining, "session_start_reserve", m.startReserve(),
 			"nats", cfg.NATSURL != "", "compression", cfg.Compression, "consul", true, "instance_id", p.instanceID)
 	} else {
 		level.Info(m.logger).Log("msg", "starting", "version", version, "pool_id", cfg.PoolID, "first_shard", p.first, "shards", p.count,
-			"total_shards", p.total, "max_concurrency", p.maxConcurrency, "session_starts_remaining", p.startsRemaining,
+			"total_shards", p.total, "max_concurrency", p.maxConcurrency, "session_starts_remaining", p.startsRemaining, "session_start_reserve", m.startReserve(),
 			"nats", cfg.NATSURL != "", "compression", cfg.Compression, "consul", p.useConsul)
 	}
 	if cfg.DrainToken == "" && !transport.IsLoopback(cfg.HTTPHost) {
@@ -103,22 +115,39 @@ func (m *Main) logStarting() {
 	}
 }
 
-// refreshSessionStarts re-reads session_start_limit now and then: other
-// pools of the bot spend the same budget.
-func refreshSessionStarts(ctx context.Context, cfg Config, g prometheus.Gauge, logger log.Logger) {
-	t := time.NewTicker(10 * time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		bot, err := shard.FetchGatewayBot(ctx, cfg.DiscordAPIURL, cfg.DiscordToken)
-		if err != nil {
-			level.Warn(logger).Log("msg", "cannot refresh the session start limit", "err", err)
-			continue
-		}
-		g.Set(float64(bot.StartLimit.Remaining))
+// openSessionStarts builds the session start budget that the shards of
+// every pool of this process take from before each IDENTIFY (counted in
+// Consul with a fleet), and keeps it fresh until ctx ends: every 10 minutes,
+// as other processes of the bot spend the same budget, and right after each
+// reset.
+func (m *Main) openSessionStarts(ctx context.Context) {
+	cfg := m.Config
+	m.starts = shard.NewSessionStarts(shard.SessionStartsConfig{
+		Counter: m.plan.startCounter, Fetch: shard.StartLimitReader(cfg.DiscordAPIURL, cfg.DiscordToken),
+		Initial: m.plan.startLimit, FetchedAt: m.plan.startsReadAt, Reserve: cfg.SessionStartReserve,
+		Metrics: m.shardMetrics, Logger: m.logger,
+	})
+	go m.starts.KeepFresh(ctx, 10*time.Minute)
+}
+
+// sessionStartCounter is the fleet's count of session starts in Consul. It
+// has a client of its own: the fleet's is made later, once the HTTP port it
+// registers is known.
+func (m *Main) sessionStartCounter(instanceID string) (shard.StartCounter, error) {
+	cfg := m.Config
+	consul, err := discovery.NewConsul(discovery.ConsulConfig{
+		Address: cfg.ConsulHTTPAddr, Token: cfg.ConsulHTTPToken, InstanceID: instanceID, KVPrefix: cfg.KVPrefix, Logger: m.logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("invalid CONSUL_HTTP_ADDR: %w", err)
 	}
+	return consul.NewSessionStartCounter(), nil
+}
+
+// startReserve is SESSION_START_RESERVE, or its default for the bot's total.
+func (m *Main) startReserve() int {
+	if r := m.Config.SessionStartReserve; r > 0 {
+		return r
+	}
+	return shard.DefaultStartReserve(m.plan.startLimit.Total)
 }

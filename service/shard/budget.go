@@ -172,6 +172,7 @@ type SessionStarts struct {
 	fetchedAt time.Time  // last read of /gateway/bot
 	pending   int        // starts taken, neither spent nor given back
 	limited   bool       // refused since the last start taken: warned
+	recount   bool       // the counter lost its count: read Discord first
 	failing   bool       // the count could not be known: warned
 }
 
@@ -245,15 +246,18 @@ func (b *SessionStarts) tryReserve(ctx context.Context, shardID int) (*SessionSt
 		return nil, err
 	}
 	now := b.cfg.Now()
-	if err := b.readIfDue(ctx, now); err != nil && b.Known().over(now) {
-		return nil, err // a window ended and its successor is unknown
+	l, ok, reserve, err := b.take(ctx, now)
+	if err == nil && l.over(now) {
+		// The counter has no current window although ours has not ended:
+		// its record was lost (Consul's data gone). Count again from
+		// Discord's figure.
+		b.mu.Lock()
+		b.recount = true
+		b.mu.Unlock()
+		l, ok, reserve, err = b.take(ctx, now)
 	}
-	b.mu.Lock()
-	reserve := b.reserveFor(b.known.Total)
-	b.mu.Unlock()
-	l, ok, err := b.cfg.Counter.Take(ctx, reserve, now)
 	if err != nil {
-		return nil, fmt.Errorf("session start count: %w", err)
+		return nil, err
 	}
 	if l.over(now) {
 		return nil, fmt.Errorf("session start window ended at %s; waiting for a new reading of /gateway/bot", l.ResetAt.UTC().Format(time.RFC3339))
@@ -271,6 +275,27 @@ func (b *SessionStarts) tryReserve(ctx context.Context, shardID int) (*SessionSt
 	}
 	b.pending++
 	return &SessionStart{b: b, resetAt: l.ResetAt}, nil
+}
+
+// take reads Discord's figure when it is due, then takes a start from the
+// counter; it returns the count after and the reserve it kept.
+func (b *SessionStarts) take(ctx context.Context, now time.Time) (StartLimit, bool, int, error) {
+	if err := b.readIfDue(ctx, now); err != nil {
+		b.mu.Lock()
+		unknown := b.known.over(now) || b.recount
+		b.mu.Unlock()
+		if unknown {
+			return StartLimit{}, false, 0, err // and the count cannot stand in for it
+		}
+	}
+	b.mu.Lock()
+	reserve := b.reserveFor(b.known.Total)
+	b.mu.Unlock()
+	l, ok, err := b.cfg.Counter.Take(ctx, reserve, now)
+	if err != nil {
+		return StartLimit{}, false, 0, fmt.Errorf("session start count: %w", err)
+	}
+	return l, ok, reserve, nil
 }
 
 // refuse builds the refusal and logs the one warning of a wait; mu is held.
@@ -311,11 +336,11 @@ func (b *SessionStarts) seed(ctx context.Context) error {
 // is low, no more often than the gaps above.
 func (b *SessionStarts) readIfDue(ctx context.Context, now time.Time) error {
 	b.mu.Lock()
-	known, seen := b.known, b.fetchedAt
+	known, seen, recount := b.known, b.fetchedAt, b.recount
 	low := known.Remaining <= 2*b.reserveFor(known.Total)
 	b.mu.Unlock()
 	since := now.Sub(seen)
-	if (known.over(now) && since >= fetchGapOver) || (low && since >= fetchGapLow) {
+	if ((known.over(now) || recount) && since >= fetchGapOver) || (low && since >= fetchGapLow) {
 		return b.read(ctx, seen)
 	}
 	return nil
@@ -353,6 +378,7 @@ func (b *SessionStarts) read(ctx context.Context, seen time.Time) error {
 	}
 	b.mu.Lock()
 	b.show(l)
+	b.recount = false
 	b.mu.Unlock()
 	return nil
 }

@@ -244,6 +244,22 @@ func TestBudgetReadingTheOldWindowAfterTheResetWaitsAgain(t *testing.T) {
 	}
 }
 
+// A counter that lost its record (a Consul cluster rebuilt without its
+// data) is counted again from Discord's figure, not waited on forever.
+func TestBudgetCountsAgainFromDiscordWhenTheCounterLostItsCount(t *testing.T) {
+	b := newBudget(t, 1000, 500, 10)
+	counter := &MemoryStartCounter{}
+	b.cfg.Counter = counter
+	b.reserve(t).Spent()
+	counter.mu.Lock()
+	counter.l = StartLimit{}
+	counter.mu.Unlock()
+	b.discord.set(StartLimit{Total: 1000, Remaining: 480, ResetAt: t0.Add(time.Hour)}, nil)
+	b.discord.advance(10 * time.Second)
+	b.reserve(t).Spent()
+	b.wantGauges(t, 479, 10)
+}
+
 func TestBudgetLogsOneWarningPerWaitWithTheResetTime(t *testing.T) {
 	b := newBudget(t, 1000, 10, 10)
 	for range 3 {
