@@ -60,9 +60,10 @@ type Status struct {
 // which pool it owns, if any, and its last fence.
 type Membership struct {
 	InstanceID string `json:"instance_id"`
-	// Role is owner (claimed a pool), static (POOL_ID set explicitly),
-	// spare (waiting to take over a pool), fenced (lost its claim: shards
-	// stopped), starting or drained.
+	// Role is owner (claimed a pool), static (POOL_ID set explicitly,
+	// holding that pool's lock), spare (waiting to take over a pool),
+	// standby (POOL_ID set, waiting for that pool's lock), fenced (lost its
+	// claim: shards stopped), starting or drained.
 	Role    string `json:"role"`
 	Session string `json:"session_id,omitempty"`
 	Pools   int    `json:"pools"`
