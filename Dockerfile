@@ -8,8 +8,10 @@
 # in deploy/ keeps the two identical) and prints the binary's size, for
 # machines without a Docker engine.
 
-# The Go of go.mod's go directive (a test in deploy/ keeps them equal).
-ARG GO_VERSION=1.26.8
+# The Go the project ships with: go.mod's toolchain line and the Makefile's
+# GOTOOLCHAIN (a test in deploy/ keeps the three equal; `make vuln` checks
+# that Go for known vulnerabilities).
+ARG GO_VERSION=1.27.3
 
 FROM golang:${GO_VERSION}-bookworm AS build
 WORKDIR /src

@@ -5,6 +5,14 @@ BIN     := bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 STATICCHECK_VERSION := v0.8.2
 
+# The Go the project builds, tests and ships with (go.mod's toolchain line,
+# the Dockerfile's builder and the README say the same; a test in deploy/
+# keeps them equal). Exported, so every go command here uses it even where
+# the Go on PATH is older and GOTOOLCHAIN=local: the go command fetches this
+# release once from the module proxy. `make ... GOTOOLCHAIN=local` builds
+# with the Go on PATH instead.
+export GOTOOLCHAIN := go1.27.3
+
 .PHONY: build run test lint bench tools clean help
 
 ## build: the production binary, bin/gateway (no simulator, no embedded NATS),
@@ -77,9 +85,12 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzScanner$$' -fuzztime $(FUZZTIME) ./service/event/jsonscan
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./cmd/gateway
 
-## tools: staticcheck, for make lint
+## tools: staticcheck, for make lint (rebuilt when another Go built it: one
+## built by an older Go cannot read this Go's standard library)
 tools:
-	@test -x $$($(GO) env GOPATH)/bin/staticcheck || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	@sc=$$($(GO) env GOPATH)/bin/staticcheck; \
+	  test -x $$sc && test "$$($(GO) version $$sc | cut -d' ' -f2)" = "$$($(GO) env GOVERSION)" || \
+	  $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 ## clean: remove bin/ (.tools/bin/consul stays)
 clean:
@@ -131,3 +142,20 @@ chaos:
 .PHONY: chaos-fleet
 chaos-fleet: consul
 	CHAOS_DURATION=$(CHAOS_DURATION) CHAOS_SEED=$(CHAOS_SEED) CHAOS_FAULTS=$(CHAOS_FAULTS) $(GO) test -race -count=1 -v -run '^TestFleetChaos' -timeout $(CHAOS_TIMEOUT) ./cmd/gateway/
+
+## vuln: govulncheck (pinned) on our code, the demo build included, against
+## an offline Go vulnerability database that it builds from the
+## golang.org/x/vulndb module (VULNDB_VERSION, from the module proxy) into
+## .tools/vulndb, once per version (seconds); fails on any vulnerability our
+## code can reach. Bump VULNDB_VERSION to learn of newer ones
+GOVULNCHECK_VERSION := v1.9.0
+VULNDB_VERSION := v0.0.0-20261105234957-e22db6528018
+VULNDB := .tools/vulndb/$(VULNDB_VERSION)
+.PHONY: vuln
+vuln: $(VULNDB)/index/db.json
+	$(GO) run golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION) -db file://$(CURDIR)/$(VULNDB) -show version -tags demo $(PKGS)
+
+# Only the current version's database is kept.
+$(VULNDB)/index/db.json:
+	rm -rf .tools/vulndb
+	$(GO) run ./internal/vulndb -version $(VULNDB_VERSION) -out $(VULNDB)
