@@ -233,17 +233,6 @@ func (f *procFleet) live() []*gwProc {
 	return out
 }
 
-func (f *procFleet) byName(name string) *gwProc {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, p := range f.procs {
-		if p.name == name {
-			return p
-		}
-	}
-	return nil
-}
-
 func (p *gwProc) isGone() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
