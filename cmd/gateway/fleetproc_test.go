@@ -185,8 +185,7 @@ func (f *procFleet) start() *gwProc {
 	}
 	p.cmd.Env = append(p.cmd.Env, "CONSUL_HTTP_ADDR="+proxy.Addr(), "HTTP_PORT="+strconv.Itoa(p.port), "PATH="+os.Getenv("PATH"))
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	// A test that dies must not leave gateways behind.
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	p.cmd.SysProcAttr = childAttr()
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
