@@ -3,6 +3,8 @@ package discovery
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -165,13 +167,39 @@ type identifyPermit struct {
 	once      sync.Once
 }
 
-// Wait implements shard.Permit.
+// identifyCheckTimeout bounds the check before an IDENTIFY; an instance
+// that cannot reach Consul that fast does not identify.
+const identifyCheckTimeout = 2 * time.Second
+
+// errIdentifyLockLost: the bucket's lock is no longer provably ours.
+var errIdentifyLockLost = errors.New("the identify bucket's lock is no longer held in consul")
+
+// Wait implements shard.Permit. After the window it checks, with a
+// consistent read, that the bucket's lock is still ours: an instance cut
+// off from Consul, or one whose Consul lost its state (a restarted dev
+// agent or rebuilt cluster), may believe it holds a turn that another
+// instance has already been granted.
 func (p *identifyPermit) Wait(ctx context.Context) error {
 	if err := p.inner.Wait(ctx); err != nil {
 		return err
 	}
 	if d := time.Until(p.last.Add(p.l.window)); d > 0 {
-		return sleep(ctx, d)
+		if err := sleep(ctx, d); err != nil {
+			return err
+		}
+	}
+	return p.stillHeld(ctx)
+}
+
+func (p *identifyPermit) stillHeld(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, identifyCheckTimeout)
+	defer cancel()
+	pair, _, err := p.l.c.client.KV().Get(p.key, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: %v", errIdentifyLockLost, err)
+	case pair == nil || pair.Session != p.sid || pair.LockIndex != p.lockIndex:
+		return errIdentifyLockLost
 	}
 	return nil
 }

@@ -513,6 +513,12 @@ func (s *Shard) identify(l *link) {
 	var sent time.Time
 	defer func() { permit.Release(sent) }()
 	if err := permit.Wait(l.ctx); err != nil {
+		if l.ctx.Err() == nil {
+			// The turn cannot be trusted (a fleet-wide limiter lost its
+			// lock): leave this connection and take a new turn on the next.
+			level.Warn(s.logger).Log("msg", "identify turn lost; reconnecting", "err", err)
+			l.conn.close(closeResumable, "identify turn lost")
+		}
 		return
 	}
 	if s.cfg.SessionStarts != nil && s.start == nil {
