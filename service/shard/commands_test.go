@@ -269,7 +269,9 @@ func TestCommandsAreRefusedWithRetryHintsWhenTheShardCannotSend(t *testing.T) {
 
 func TestAFloodOfCommandsNeverBreaksTheSendBudgetAndHeartbeatsKeepTheirTiming(t *testing.T) {
 	const limit, window = 12, 2 * time.Second
-	sim := startSim(t, discordsim.Config{SendLimit: limit, SendWindow: window, HeartbeatInterval: 600 * time.Millisecond})
+	// A starved heartbeat would wait for a slot of the 2 s window; 400 ms of
+	// grace tells that apart from scheduling delay on a loaded machine.
+	sim := startSim(t, discordsim.Config{SendLimit: limit, SendWindow: window, HeartbeatInterval: 600 * time.Millisecond, HeartbeatGrace: 400 * time.Millisecond})
 	metrics := NewCommandMetrics(prometheus.NewRegistry())
 	s := startShard(t, Config{GatewayURL: sim.GatewayURL(), Commands: CommandConfig{Metrics: metrics, Budget: SendBudget{Limit: limit, Window: window}}}).shard
 	waitShard(t, "ready", s.Ready)

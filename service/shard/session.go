@@ -394,9 +394,9 @@ func (s *Session) Handle(in Input, out []Action) []Action {
 		out = s.enter(out, StateSessionLimit)
 		return append(out, Dial{After: in.Wait, URL: s.dialURL, Resume: s.id != "", Reason: reasonSessionLimit})
 	case Shutdown:
-		if s.stopping {
-			return out
-		}
+		// It may come twice: from the drain's own goroutine while a
+		// connection ends, and again from the driver, which must then get
+		// its Stop.
 		s.stopping = true
 		if !s.connected {
 			return s.stop(out, nil)

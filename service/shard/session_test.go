@@ -422,6 +422,16 @@ func TestShutdownBetweenConnectionsStopsAtOnce(t *testing.T) {
 	wantActions(t, do(s, Shutdown{}), Stop{})
 }
 
+// The drain's goroutine may hand in Shutdown just after a connection ended
+// on its own; the driver, waiting to redial, hands it in again and must get
+// its Stop (it used to get nothing and spin).
+func TestShutdownAfterTheConnectionEndedStopsEveryTimeItIsAsked(t *testing.T) {
+	s := readySession()
+	endOf(t, s, Closed{Code: -1})
+	wantActions(t, do(s, Shutdown{}), Stop{})
+	wantActions(t, do(s, Shutdown{}), Stop{})
+}
+
 func TestShutdownDuringASessionCloseStopsWhenTheCloseCompletes(t *testing.T) {
 	s := readySession()
 	do(s, ReconnectRequest{})

@@ -184,6 +184,13 @@ func (s *Shard) Run(ctx context.Context) error {
 			end = s.connect(ctx, a)
 			s.start.Release() // the connection ended without sending IDENTIFY
 			s.start = nil
+		default:
+			// Not reached: the session answers Start, Closed, DialFailed,
+			// SessionLimited and Shutdown with a Dial or a Stop. Stop
+			// loudly rather than spin.
+			err := fmt.Errorf("shard: the session returned %T where a Dial or a Stop was due", end)
+			level.Error(s.logger).Log("msg", "shard stopped", "err", err)
+			return err
 		}
 	}
 }
