@@ -160,7 +160,13 @@ func (cp *commandPath) onRun(s *shard.Shard) func() {
 		level.Error(cp.logger).Log("msg", "cannot subscribe to the shard's commands", "subject", subject, "err", err)
 		return func() {}
 	}
-	return func() { sub.Unsubscribe() }
+	return func() {
+		sub.Unsubscribe()
+		// A round trip, so the server has dropped the interest before the
+		// drain or fence returns: a request sent after it gets "no
+		// responders" at once, not a timeout from a closed subscription.
+		cp.nc.FlushTimeout(time.Second)
+	}
 }
 
 // presenceReply is what an instance answers a presence message with.
