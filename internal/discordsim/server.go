@@ -578,6 +578,17 @@ func (s *Server) identify(c *conn, raw json.RawMessage, now time.Time) {
 		return
 	}
 
+	if !s.admitIdentify(c, &rec, now) {
+		return
+	}
+	s.startSession(c, rec, now)
+}
+
+// admitIdentify applies the limits Discord puts on an IDENTIFY that is
+// well formed: the identify bucket and the daily session start budget. It
+// answers a refused one (op 9, or the token reset) and reports false.
+func (s *Server) admitIdentify(c *conn, rec *Identify, now time.Time) bool {
+	shard := rec.Shard
 	s.mu.Lock()
 	if last, ok := s.bucketLast[rec.Bucket]; ok && now.Sub(last) < s.cfg.IdentifyWindow-s.cfg.IdentifyTolerance {
 		s.recordViolation(Violation{Kind: ViolationIdentifyBucket, Shard: shard, ConnID: c.id,
@@ -586,9 +597,9 @@ func (s *Server) identify(c *conn, raw json.RawMessage, now time.Time) {
 		if !s.cfg.LenientIdentify {
 			s.mu.Unlock()
 			rec.Outcome = IdentifyRateLimited
-			s.recordIdentify(rec)
+			s.recordIdentify(*rec)
 			s.sendInvalidSession(c, shard, "", false, "identify bucket exceeded")
-			return
+			return false
 		}
 	}
 	remaining, _ := s.sessionStartsLocked(now) // refills a window that has ended
@@ -597,9 +608,9 @@ func (s *Server) identify(c *conn, raw json.RawMessage, now time.Time) {
 		s.recordViolation(Violation{Kind: ViolationSessionStartLimit, Shard: shard, ConnID: c.id,
 			Detail: fmt.Sprintf("IDENTIFY with session_start_limit.remaining=0 (total %d); answered with op 9", s.cfg.SessionStartTotal)})
 		rec.Outcome = IdentifySessionLimit
-		s.recordIdentify(rec)
+		s.recordIdentify(*rec)
 		s.sendInvalidSession(c, shard, "", false, "session start limit exhausted")
-		return
+		return false
 	}
 	if remaining <= 0 {
 		// Discord: all sessions are terminated and the token is reset.
@@ -609,19 +620,25 @@ func (s *Server) identify(c *conn, raw json.RawMessage, now time.Time) {
 		s.recordViolation(Violation{Kind: ViolationSessionStartLimit, Shard: shard, ConnID: c.id,
 			Detail: fmt.Sprintf("IDENTIFY with session_start_limit.remaining=0 (total %d); token revoked", s.cfg.SessionStartTotal)})
 		rec.Outcome = IdentifySessionLimit
-		s.recordIdentify(rec)
+		s.recordIdentify(*rec)
 		for _, ss := range all {
 			if lc := ss.invalidate(); lc != nil {
 				lc.closeWith(CloseAuthenticationFailed, "", false, "token reset after session start limit")
 			}
 		}
 		c.closeWith(CloseAuthenticationFailed, "", false, "session start limit exhausted")
-		return
+		return false
 	}
 	s.remaining--
 	s.bucketLast[rec.Bucket] = now
 	s.mu.Unlock()
+	return true
+}
 
+// startSession creates the session an admitted IDENTIFY asked for, queues
+// READY and the GUILD_CREATEs, and attaches the connection.
+func (s *Server) startSession(c *conn, rec Identify, now time.Time) {
+	shard, total, intents := rec.Shard, rec.Total, rec.Intents
 	sess := &session{srv: s, id: newSessionID(), shard: shard, total: total, intents: intents, created: now,
 		resumeURL: "ws://" + c.host + "/resume"}
 	for n := 0; n < s.cfg.GuildsPerShard; n++ {
