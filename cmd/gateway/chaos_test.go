@@ -172,12 +172,19 @@ func chaosMenu(t *testing.T) []chaosFault {
 }
 
 func chaosSettings(t *testing.T) (time.Duration, uint64) {
+	return chaosRunSettings(t, "chaos", 25*time.Second, 2*time.Second, "go test -race -run Chaos ./cmd/gateway/")
+}
+
+// chaosRunSettings reads CHAOS_DURATION (def when unset, no shorter than least)
+// and CHAOS_SEED (the time when unset) for a chaos run, and logs how to
+// replay it with the command replay.
+func chaosRunSettings(t *testing.T, name string, def, least time.Duration, replay string) (time.Duration, uint64) {
 	t.Helper()
-	dur := 25 * time.Second
+	dur := def
 	if v := os.Getenv("CHAOS_DURATION"); v != "" {
 		d, err := time.ParseDuration(v)
-		if err != nil || d < 2*time.Second {
-			t.Fatalf("CHAOS_DURATION=%q: want a duration of at least 2s, such as 10m", v)
+		if err != nil || d < least {
+			t.Fatalf("CHAOS_DURATION=%q: want a duration of at least %v, such as 10m", v, least)
 		}
 		dur = d
 	}
@@ -189,7 +196,7 @@ func chaosSettings(t *testing.T) (time.Duration, uint64) {
 		}
 		seed = s
 	}
-	t.Logf("chaos: seed %d, duration %v (replay: CHAOS_SEED=%d CHAOS_DURATION=%v go test -race -run Chaos ./cmd/gateway/)", seed, dur, seed, dur)
+	t.Logf("%s: seed %d, duration %v (replay: CHAOS_SEED=%d CHAOS_DURATION=%v %s)", name, seed, dur, seed, dur, replay)
 	return dur, seed
 }
 

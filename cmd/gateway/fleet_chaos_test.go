@@ -116,25 +116,7 @@ func TestFleetChaosKeepsOneOwnerPerShardAndEveryEventOnce(t *testing.T) {
 }
 
 func fleetChaosSettings(t *testing.T) (time.Duration, uint64) {
-	t.Helper()
-	dur := 30 * time.Second
-	if v := os.Getenv("CHAOS_DURATION"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 10*time.Second {
-			t.Fatalf("CHAOS_DURATION=%q: want a duration of at least 10s, such as 5m", v)
-		}
-		dur = d
-	}
-	seed := uint64(time.Now().UnixNano())
-	if v := os.Getenv("CHAOS_SEED"); v != "" {
-		s, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			t.Fatalf("CHAOS_SEED=%q: want an unsigned integer", v)
-		}
-		seed = s
-	}
-	t.Logf("fleet chaos: seed %d, duration %v (replay: CHAOS_SEED=%d CHAOS_DURATION=%v make chaos-fleet)", seed, dur, seed, dur)
-	return dur, seed
+	return chaosRunSettings(t, "fleet chaos", 30*time.Second, 10*time.Second, "make chaos-fleet")
 }
 
 // fleetRun drives the faults; it runs on the test goroutine, and work that
