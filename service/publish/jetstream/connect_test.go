@@ -76,6 +76,9 @@ func TestConnectReportsStateAndReconnects(t *testing.T) {
 	waitFor(t, "reconnected state", func() bool { c, _ := states.last(); return c })
 
 	nc.Close()
+	// Close reports the disconnect first, then calls the closed handler
+	// on another goroutine: wait for the closed handler's own line.
+	waitFor(t, "closed log line", func() bool { return strings.Contains(logs.String(), "NATS connection closed") })
 	waitFor(t, "closed state", func() bool { c, _ := states.last(); return !c })
 
 	out := logs.String()
