@@ -1,15 +1,14 @@
 package discordsim
 
 import (
-	"math"
 	"math/rand/v2"
 	"slices"
 	"time"
 )
 
-// genTick is the load generator's scheduling granularity. Events due within
-// a tick are emitted together, which keeps the cost independent of the rate.
-const genTick = 10 * time.Millisecond
+// genRefresh is how often the load generator looks for new, ended and
+// expired sessions.
+const genRefresh = 10 * time.Millisecond
 
 // genKind is one entry of the generated event mix. Weights approximate a busy
 // bot: mostly messages, presences and typing, some member churn and
@@ -57,52 +56,83 @@ func (s *Server) startGenerator() {
 	})
 }
 
+// genLoop emits each generated event at its own time: the sessions share
+// one evenly spaced schedule at their total rate, round robin, and the loop
+// sleeps finely until the next event is due (Go's timers alone would batch
+// events by their millisecond of lateness). How late each event is handed
+// to its connection is recorded for GeneratorJitter.
 func (s *Server) genLoop() {
 	defer s.wg.Done()
+	lockForFineSleep()
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0x5eed))
-	t := time.NewTicker(genTick)
-	defer t.Stop()
-	last := time.Now()
+	var (
+		sessions  []*session
+		refreshed time.Time
+		sched     paceSchedule
+		total     float64 // sched's rate; 0 before the first schedule
+		turn      int
+	)
 	for {
-		if s.EventRate() <= 0 {
-			// Idle without ticking until the rate changes.
+		perSession := s.EventRate()
+		if perSession <= 0 {
+			// Idle without waking until the rate changes.
 			select {
 			case <-s.quit:
 				return
 			case <-s.rateCh:
 			}
-			last = time.Now()
+			total = 0
 			continue
 		}
-		var now time.Time
-		select {
-		case <-s.quit:
+		now := time.Now()
+		if now.Sub(refreshed) >= genRefresh {
+			sessions, refreshed = s.genSessions(now), now
+		}
+		if r := perSession * float64(len(sessions)); r != total {
+			// A new rate or another set of sessions: a new schedule from now.
+			sched, total = newPaceSchedule(now, r), r
+		}
+		wake := refreshed.Add(genRefresh)
+		if total > 0 && sched.due().Before(wake) {
+			wake = sched.due()
+		}
+		if !waitUntil(wake, s.quit, s.rateCh) {
 			return
-		case <-s.rateCh:
-			continue
-		case now = <-t.C:
 		}
-		rate := s.EventRate()
-		// Cap the catch-up after a stall (GC, overloaded CI) to one second of
-		// events instead of emitting an unbounded burst.
-		dt := min(now.Sub(last).Seconds(), 1.0)
-		last = now
-		for _, ss := range s.genSessions(now) {
-			ss.genAcc += rate * dt
-			n := math.Floor(ss.genAcc)
-			ss.genAcc -= n
-			for i := 0; i < int(n); i++ {
-				typ, body := s.genEvent(ss, rng)
-				if typ == "" {
-					break
-				}
-				if _, err := ss.dispatch(typ, body); err != nil {
-					break
-				}
-			}
+		if total > 0 {
+			turn = s.genDue(&sched, sessions, turn, rng)
 		}
 	}
 }
+
+// genDue emits every event of sched that is due, each to the next session
+// in turn, and returns the next turn.
+func (s *Server) genDue(sched *paceSchedule, sessions []*session, turn int, rng *rand.Rand) int {
+	for {
+		due, ok := sched.next(time.Now())
+		if !ok {
+			return turn
+		}
+		ss := sessions[turn%len(sessions)]
+		turn++
+		typ, body := s.genEvent(ss, rng)
+		if typ == "" {
+			continue
+		}
+		s.genJitter.record(time.Since(due))
+		// An ended session's events are lost, as at Discord; the next
+		// refresh drops it.
+		_, _ = ss.dispatch(typ, body)
+	}
+}
+
+// GeneratorJitter returns the load generator's send-time jitter since the
+// last ResetGeneratorJitter.
+func (s *Server) GeneratorJitter() PaceStats { return s.genJitter.stats() }
+
+// ResetGeneratorJitter starts the jitter record anew, e.g. when a
+// measurement's steady state begins.
+func (s *Server) ResetGeneratorJitter() { s.genJitter.reset() }
 
 // genSessions returns the sessions that receive generated events: every
 // valid session, connected or not (events for a disconnected session go to

@@ -224,6 +224,8 @@ type Server struct {
 	genOnce  sync.Once
 	quit     chan struct{}
 	wg       sync.WaitGroup
+
+	genJitter jitterHist // the load generator's send-time jitter (loadgen.go)
 }
 
 // New returns a Server for cfg; call Start to listen, or mount Handler.

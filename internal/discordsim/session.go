@@ -55,10 +55,6 @@ type session struct {
 	invalid    bool
 	detachedAt time.Time
 	readyRec   *dispatchRec
-
-	// genAcc (fractional events carried between ticks) is owned by the load
-	// generator goroutine.
-	genAcc float64
 }
 
 func newSessionID() string {
