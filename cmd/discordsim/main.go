@@ -28,6 +28,9 @@ func main() {
 		lenient        = flag.Bool("lenient-identify", false, "accept IDENTIFYs that violate the bucket limit (still recorded)")
 		heartbeat      = flag.Duration("heartbeat", 41250*time.Millisecond, "heartbeat_interval sent in HELLO")
 		guilds         = flag.Int("guilds", 0, "guilds per shard (unavailable in READY, then GUILD_CREATE each)")
+		botGuilds      = flag.Int("bot-guilds", 0, "guilds the bot is in, routed to (guild_id >> 22) % total of every live shard count (replaces -guilds; -rate then counts per guild)")
+		maxGuilds      = flag.Int("max-guilds-per-shard", discordsim.DefaultMaxGuildsPerShard, "IDENTIFY of a shard holding more guilds is closed with 4011 (negative: no limit)")
+		connDelay      = flag.Duration("conn-delay", 0, "each connection delays each frame by a random time up to this (default 2ms with -bot-guilds; negative: none)")
 		members        = flag.Int("members", 0, "members per guild in GUILD_CREATE")
 		rate           = flag.Float64("rate", 0, "generated dispatches per second per shard session after READY")
 		replay         = flag.Int("replay", 100000, "dispatches kept per session for RESUME")
@@ -49,6 +52,9 @@ func main() {
 		LenientIdentify:   *lenient,
 		HeartbeatInterval: *heartbeat,
 		GuildsPerShard:    *guilds,
+		Guilds:            *botGuilds,
+		MaxGuildsPerShard: *maxGuilds,
+		ConnDelay:         *connDelay,
 		MembersPerGuild:   *members,
 		EventRate:         *rate,
 		ReplayLimit:       *replay,

@@ -3,6 +3,7 @@ package discordsim
 import (
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,6 +57,10 @@ type conn struct {
 	withhold   atomic.Bool   // zombie simulation: no heartbeat ACKs
 	sawClose   atomic.Bool   // the client sent a close frame
 	splitter   *zlibSplitter // SetSplit; created and used by the writer
+	// delayRng draws the ConnDelay of each frame, and lastWriteAt is when
+	// the previous delayed frame was due; both belong to the writer.
+	delayRng    *rand.Rand
+	lastWriteAt time.Time
 
 	mu           sync.Mutex
 	sess         *session
@@ -202,18 +207,30 @@ func (c *conn) writeLoop(enc frameEncoder) {
 }
 
 // waitWriteDelay holds an item until the write delay of the connection's
-// shard (SetWriteDelay) has passed since it was queued. It reports false
-// when the connection was torn down meanwhile.
+// shard (SetWriteDelay) plus the connection's own random delay
+// (Config.ConnDelay) have passed since it was queued, never letting it
+// overtake the item before. It reports false when the connection was torn
+// down meanwhile.
 func (c *conn) waitWriteDelay(queued time.Time) bool {
-	shard, _ := c.shardOf()
-	if shard < 0 {
-		return true
+	var d time.Duration
+	if shard, _ := c.shardOf(); shard >= 0 {
+		d = c.srv.writeDelay(shard)
 	}
-	d := c.srv.writeDelay(shard)
+	if most := c.srv.cfg.ConnDelay; most > 0 {
+		if c.delayRng == nil {
+			c.delayRng = rand.New(rand.NewPCG(uint64(c.id), uint64(time.Now().UnixNano())))
+		}
+		d += time.Duration(c.delayRng.Int64N(int64(most) + 1))
+	}
 	if d <= 0 {
 		return true
 	}
-	wait := time.Until(queued.Add(d))
+	at := queued.Add(d)
+	if at.Before(c.lastWriteAt) {
+		at = c.lastWriteAt // frames keep their order
+	}
+	c.lastWriteAt = at
+	wait := time.Until(at)
 	if wait <= 0 {
 		return true
 	}

@@ -44,11 +44,8 @@ func (s *Server) liveConn(shard int) (*conn, *session, error) {
 // replayed like any other (Discord's largest GUILD_CREATEs are that big),
 // which is how a test shows what a client's size limits do to a session.
 func (s *Server) Dispatch(shard int, t string, d []byte) (int64, error) {
-	if !validEventName(t) {
-		return 0, fmt.Errorf("discordsim: invalid event name %q", t)
-	}
-	if !json.Valid(d) {
-		return 0, fmt.Errorf("discordsim: %s body is not valid JSON", t)
+	if err := checkDispatch(t, d); err != nil {
+		return 0, err
 	}
 	ss := s.currentSession(shard)
 	if ss == nil {
@@ -59,6 +56,18 @@ func (s *Server) Dispatch(shard int, t string, d []byte) (int64, error) {
 		return 0, ErrNoSession
 	}
 	return rec.seq, nil
+}
+
+// checkDispatch checks a test's dispatch: an event name dispatchFrame can
+// embed as it is, and a JSON body.
+func checkDispatch(t string, d []byte) error {
+	if !validEventName(t) {
+		return fmt.Errorf("discordsim: invalid event name %q", t)
+	}
+	if !json.Valid(d) {
+		return fmt.Errorf("discordsim: %s body is not valid JSON", t)
+	}
+	return nil
 }
 
 // Drop closes shard's TCP connection without a close frame (network loss).

@@ -59,6 +59,33 @@
 //     4007. RESUME with an unknown, expired or invalidated session, a wrong
 //     token, or a seq older than the replay window gets op 9 (d=false).
 //
+// # Several shard counts at once (resharding)
+//
+// Discord lets sessions with different shard counts run side by side, the
+// way to reshard without downtime. With Config.Guilds set the bot is in
+// that many guilds (UniverseGuildID, spread evenly over any shard count),
+// and a session identified as [shard, total] holds the guilds with
+// (guild_id >> 22) % total == shard: READY lists them and a GUILD_CREATE
+// follows for each. Every generated dispatch belongs to one guild and
+// reaches every valid session holding it, one per live shard count, with
+// the same body; EventRate then counts per guild, so the traffic stays the
+// same while a second count comes up and the first goes away. The ledger
+// gives each copy the guild and a Key the copies share (SentDispatch), so
+// a test can check that every dispatch was stored once across two counts;
+// DispatchGuild is the test hook that routes one dispatch the same way.
+// Each connection holds every frame for its own random delay up to
+// Config.ConnDelay (2ms by default in this mode), without reordering, so
+// the two copies of a dispatch arrive at slightly different times, in
+// either order. Identify buckets (shard % max_concurrency) and the session
+// start budget are shared by every count, as at Discord.
+//
+// An IDENTIFY whose session would hold more than Config.MaxGuildsPerShard
+// guilds (default 2500, Discord's documented limit; SetMaxGuildsPerShard
+// changes it) is closed with 4011 "Sharding required." (outcome
+// IdentifyShardingRequired), after it took its identify bucket and a
+// session start. SetRecommendedShards raises /gateway/bot's shards as
+// Discord does for a growing bot.
+//
 // # Fault injection
 //
 // Tests break things per shard, on its current connection: Drop (TCP gone

@@ -122,7 +122,7 @@ func (s *Server) genDue(sched *paceSchedule, sessions []*session, turn int, rng 
 		s.genJitter.record(time.Since(due))
 		// An ended session's events are lost, as at Discord; the next
 		// refresh drops it.
-		_, _ = ss.dispatch(typ, body)
+		s.genDispatch(ss, typ, body)
 	}
 }
 
@@ -153,6 +153,9 @@ func (s *Server) genSessions(now time.Time) []*session {
 		if ok {
 			out = append(out, ss)
 		}
+	}
+	if s.guildMode() {
+		return s.guildSources(out)
 	}
 	return out
 }

@@ -40,6 +40,9 @@ const (
 	IdentifyDisallowedIntents    = "disallowed_intents"
 	IdentifyDecodeError          = "decode_error"
 	IdentifyAlreadyAuthenticated = "already_authenticated"
+	// IdentifyShardingRequired: the session would have held more guilds
+	// than MaxGuildsPerShard; closed with 4011.
+	IdentifyShardingRequired = "sharding_required"
 )
 
 // Resume outcomes.
@@ -248,7 +251,15 @@ type SentDispatch struct {
 	Seq       int64
 	Type      string
 	Data      []byte // the d payload; shared, must not be modified
-	At        time.Time
+	// Guild is the guild of a guild-scoped dispatch (the load generator's
+	// and DispatchGuild's), "" for a dispatch made for one session (READY,
+	// its GUILD_CREATEs, Dispatch, answers to commands).
+	Guild string
+	// Key identifies a guild-scoped dispatch: each of its copies, one per
+	// session holding the guild (two while a bot runs two shard counts),
+	// has the same Key, and no other dispatch has it. 0 when Guild is "".
+	Key uint64
+	At  time.Time
 	// Written reports whether the dispatch was written to a websocket at
 	// least once, i.e. whether Discord would consider it delivered.
 	Written bool
@@ -432,7 +443,7 @@ func (s *Server) Dispatches() []SentDispatch {
 	s.recMu.Unlock()
 	out := make([]SentDispatch, len(recs))
 	for i, r := range recs {
-		out[i] = SentDispatch{Shard: r.shard, SessionID: r.session, Seq: r.seq, Type: r.typ, Data: r.data(), At: r.at, Written: r.written.Load()}
+		out[i] = SentDispatch{Shard: r.shard, SessionID: r.session, Seq: r.seq, Type: r.typ, Data: r.data(), Guild: r.guild, Key: r.key, At: r.at, Written: r.written.Load()}
 	}
 	return out
 }

@@ -81,9 +81,33 @@ type Config struct {
 	GuildsPerShard int
 	// MembersPerGuild members are included in each GUILD_CREATE; default 0.
 	MembersPerGuild int
+	// Guilds, when set, is the number of guilds the bot is in
+	// (UniverseGuildID), and turns on Discord's routing across shard
+	// counts: a session identified as [shard, total] holds the guilds with
+	// (guild_id >> 22) % total == shard (READY lists them, a GUILD_CREATE
+	// follows for each), and every generated dispatch belongs to one guild
+	// and reaches every valid session that holds it: one per live shard
+	// count, two while a bot reshards. EventRate then counts per guild.
+	// GuildsPerShard is unused. Default 0: each session invents
+	// GuildsPerShard guilds of its own and generated events reach it only.
+	Guilds int
+	// MaxGuildsPerShard closes an IDENTIFY whose session would hold more
+	// guilds than this with 4011 (Sharding required), after the identify
+	// bucket and a session start were taken (the simulator errs on the
+	// strict side). Default DefaultMaxGuildsPerShard, Discord's 2500;
+	// negative means no limit. SetMaxGuildsPerShard changes it.
+	MaxGuildsPerShard int
+	// ConnDelay holds every frame written to a connection for a random
+	// time up to ConnDelay, drawn per frame and independently for each
+	// connection, without ever reordering a connection's frames: two
+	// sessions that receive the same guild dispatch see it at slightly
+	// different times, as from Discord. It adds to SetWriteDelay. Default
+	// 0, or 2ms when Guilds is set; negative means none.
+	ConnDelay time.Duration
 	// EventRate is the number of generated dispatches per second per session
-	// after READY (a realistic mix filtered by the session's intents);
-	// 0 disables the generator. Change it at runtime with SetEventRate.
+	// after READY (a realistic mix filtered by the session's intents), or
+	// per guild when Guilds is set; 0 disables the generator. Change it at
+	// runtime with SetEventRate.
 	EventRate float64
 	// ReplayLimit is the number of dispatches kept per session for RESUME;
 	// default 100000. A RESUME older than the window gets op 9.
@@ -171,6 +195,15 @@ func (c *Config) setDefaults() {
 	if c.EventRate < 0 || math.IsNaN(c.EventRate) {
 		c.EventRate = 0
 	}
+	if c.MaxGuildsPerShard == 0 {
+		c.MaxGuildsPerShard = DefaultMaxGuildsPerShard
+	}
+	switch {
+	case c.ConnDelay == 0 && c.Guilds > 0:
+		c.ConnDelay = 2 * time.Millisecond
+	case c.ConnDelay < 0:
+		c.ConnDelay = 0
+	}
 }
 
 // Server is a simulated Discord gateway plus the /gateway/bot REST route.
@@ -219,6 +252,9 @@ type Server struct {
 	notifyMu sync.Mutex
 	notifyCh chan struct{}
 
+	genKey    atomic.Uint64 // the last key of a guild-scoped dispatch (fanOut)
+	maxGuilds atomic.Int64  // the 4011 threshold, <= 0 for none
+
 	rateBits atomic.Uint64 // float64 bits of the per-session event rate
 	rateCh   chan struct{}
 	genOnce  sync.Once
@@ -252,6 +288,7 @@ func New(cfg Config) *Server {
 	s.botUserID = idString(snowflake(userBaseMs+int64(r%1e9), 0, 0, r>>52))
 	s.appID = s.botUserID // bot user id equals application id for modern apps
 	s.rateBits.Store(math.Float64bits(cfg.EventRate))
+	s.maxGuilds.Store(int64(cfg.MaxGuildsPerShard))
 	s.upgrader = websocket.Upgrader{
 		CheckOrigin:       func(*http.Request) bool { return true },
 		EnableCompression: false, // Discord uses its own transport compression
@@ -387,6 +424,7 @@ func (s *Server) handleGatewayBot(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	remaining, resetAfter := s.sessionStartsLocked(time.Now())
+	shards := s.cfg.Shards
 	s.mu.Unlock()
 	w.Header().Set("X-RateLimit-Bucket", "41f9cd5d28af77da04563bcb1d67fdfd")
 	w.Header().Set("X-RateLimit-Limit", "2")
@@ -394,7 +432,7 @@ func (s *Server) handleGatewayBot(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-RateLimit-Reset-After", "1.000")
 	writeJSON(w, http.StatusOK, map[string]any{
 		"url":    "ws://" + r.Host + "/gateway",
-		"shards": s.cfg.Shards,
+		"shards": shards,
 		"session_start_limit": map[string]any{
 			"total":           s.cfg.SessionStartTotal,
 			"remaining":       remaining,
@@ -583,6 +621,12 @@ func (s *Server) identify(c *conn, raw json.RawMessage, now time.Time) {
 	if !s.admitIdentify(c, &rec, now) {
 		return
 	}
+	if tooMany, detail := s.tooManyGuilds(shard, total); tooMany {
+		rec.Outcome = IdentifyShardingRequired
+		s.recordIdentify(rec)
+		c.closeWith(CloseShardingRequired, "", true, detail)
+		return
+	}
 	s.startSession(c, rec, now)
 }
 
@@ -643,9 +687,7 @@ func (s *Server) startSession(c *conn, rec Identify, now time.Time) {
 	shard, total, intents := rec.Shard, rec.Total, rec.Intents
 	sess := &session{srv: s, id: newSessionID(), shard: shard, total: total, intents: intents, created: now,
 		resumeURL: "ws://" + c.host + "/resume"}
-	for n := 0; n < s.cfg.GuildsPerShard; n++ {
-		sess.guilds = append(sess.guilds, GuildIDForShard(shard, total, n))
-	}
+	sess.guilds = s.ShardGuilds(shard, total)
 	ready := s.readyBody(sess, c.version)
 	guildBodies := make([][]byte, len(sess.guilds))
 	for i, g := range sess.guilds {

@@ -17,6 +17,8 @@ type dispatchRec struct {
 	session string
 	seq     int64
 	typ     string
+	guild   string // the guild of a guild-scoped dispatch (fanOut), else ""
+	key     uint64 // shared by the copies of one guild-scoped dispatch, else 0
 	frame   []byte // full uncompressed payload
 	dOff    int    // offset of d in frame
 	at      time.Time
@@ -66,9 +68,15 @@ func newSessionID() string {
 // appendLocked assigns the next seq to a dispatch and stores it in the replay
 // log and the ledger. s.mu must be held.
 func (s *session) appendLocked(t string, d []byte) *dispatchRec {
+	return s.appendKeyedLocked(t, d, "", 0)
+}
+
+// appendKeyedLocked is appendLocked for a dispatch that names its guild
+// and the key its copies share (0 for a dispatch of this session only).
+func (s *session) appendKeyedLocked(t string, d []byte, guild string, key uint64) *dispatchRec {
 	s.seq++
 	frame, off := dispatchFrame(t, s.seq, d)
-	rec := &dispatchRec{shard: s.shard, session: s.id, seq: s.seq, typ: t, frame: frame, dOff: off, at: time.Now()}
+	rec := &dispatchRec{shard: s.shard, session: s.id, seq: s.seq, typ: t, guild: guild, key: key, frame: frame, dOff: off, at: time.Now()}
 	limit := s.srv.cfg.ReplayLimit
 	s.log = append(s.log, rec)
 	if len(s.log)-s.head > limit {
@@ -87,16 +95,29 @@ func (s *session) appendLocked(t string, d []byte) *dispatchRec {
 
 // dispatch appends a dispatch and, if a connection is live, queues it there.
 func (s *session) dispatch(t string, d []byte) (*dispatchRec, error) {
+	return s.dispatchGuild(t, d, "", 0)
+}
+
+// dispatchGuild is dispatch for one copy of a guild-scoped dispatch (see
+// Server.fanOut): the record keeps the guild and the key the copies share.
+func (s *session) dispatchGuild(t string, d []byte, guild string, key uint64) (*dispatchRec, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.invalid {
 		return nil, errSessionInvalid
 	}
-	rec := s.appendLocked(t, d)
+	rec := s.appendKeyedLocked(t, d, guild, key)
 	if s.conn != nil {
 		s.conn.enqueue(outItem{recs: []*dispatchRec{rec}})
 	}
 	return rec, nil
+}
+
+// valid reports whether the session still receives dispatches.
+func (s *session) valid() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.invalid && !s.expiredLocked(time.Now())
 }
 
 // resume validates seq, attaches c and queues the replay followed by
