@@ -143,6 +143,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := m.openPublishPath(); err != nil {
 		return err
 	}
+	setMemoryLimit(m.logger, os.Getenv, rootFS())
 	if err := m.openCommandPath(); err != nil {
 		return err
 	}

@@ -63,14 +63,17 @@ func Build(shardID int, sessionID string, seq int64, t string, d []byte, receive
 	if !ok {
 		return nil, false, nil
 	}
-	return build(eventType, subject, shardID, sessionID, seq, t, d, receivedAt)
+	return build(eventType, subject, shardID, sessionID, seq, t, d, nil, receivedAt)
 }
 
-// build is Build once the route is known (Router.Build shares it).
-func build(eventType, subject string, shardID int, sessionID string, seq int64, t string, d []byte, receivedAt time.Time) (ev *Event, publish bool, err error) {
-	r, err := scan(t, d)
-	if err != nil {
-		return nil, false, err
+// build is Build once the route is known (Router.Build shares it). sc, if
+// not nil, may hold d's routing fields already (see ScanData).
+func build(eventType, subject string, shardID int, sessionID string, seq int64, t string, d []byte, sc *Scanned, receivedAt time.Time) (ev *Event, publish bool, err error) {
+	r, ok := sc.fields(t, d)
+	if !ok {
+		if r, err = scan(t, d); err != nil {
+			return nil, false, err
+		}
 	}
 	if t == dispatchGuildDelete && r.unavailable {
 		return nil, false, nil

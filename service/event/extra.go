@@ -102,5 +102,17 @@ func (r *Router) Build(shardID int, sessionID string, seq int64, t string, d []b
 	if !ok {
 		return nil, false, nil
 	}
-	return build(eventType, subject, shardID, sessionID, seq, t, d, receivedAt)
+	return build(eventType, subject, shardID, sessionID, seq, t, d, nil, receivedAt)
+}
+
+// BuildScanned is Build for a d whose routing fields ScanData located
+// while the whole payload was validated: d is not read again, except to
+// copy it into the body. A sc that does not describe d (or is nil) makes
+// it Build.
+func (r *Router) BuildScanned(shardID int, sessionID string, seq int64, t string, d []byte, sc *Scanned, receivedAt time.Time) (*Event, bool, error) {
+	eventType, subject, ok := r.Route(t)
+	if !ok {
+		return nil, false, nil
+	}
+	return build(eventType, subject, shardID, sessionID, seq, t, d, sc, receivedAt)
 }

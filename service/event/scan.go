@@ -114,12 +114,25 @@ func (r *raw) typeErr() error {
 // encoding/json decoding into a map; keys are compared after unescaping and
 // case-sensitively, as for a map.
 func scan(t string, d []byte) (raw, error) {
-	var r raw
 	s := jsonscan.New(d, maxDepth)
 	if s.Peek() != '{' {
-		return r, fmt.Errorf("%w: not a JSON object", ErrMalformed)
+		return raw{}, fmt.Errorf("%w: not a JSON object", ErrMalformed)
 	}
-	guildIsID := guildIsSelf(t)
+	r, err := scanObject(&s, guildIsSelf(t))
+	if err == nil {
+		err = s.End()
+	}
+	if err != nil {
+		return r, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	return r, r.typeErr()
+}
+
+// scanObject consumes the object at the cursor of s (which must be at its
+// '{'), locating the routing fields, with offsets in the document s walks.
+// guildIsID says the guild ID is the top-level "id" (see guildIsSelf).
+func scanObject(s *jsonscan.Scanner, guildIsID bool) (raw, error) {
+	var r raw
 	more, err := s.Object()
 	for more && err == nil {
 		var k []byte
@@ -128,17 +141,17 @@ func scan(t string, d []byte) (raw, error) {
 		}
 		switch {
 		case string(k) == "id" && guildIsID:
-			r.id, err = idField(&s, "id")
+			r.id, err = idField(s, "id")
 		case string(k) == "guild_id" && !guildIsID:
-			r.guildID, err = idField(&s, "guild_id")
+			r.guildID, err = idField(s, "guild_id")
 		case string(k) == "channel_id":
-			r.channelID, err = idField(&s, "channel_id")
+			r.channelID, err = idField(s, "channel_id")
 		case string(k) == "user":
-			r.userID, err = user(&s, "user", "user.id")
+			r.userID, err = user(s, "user", "user.id")
 		case string(k) == "member":
-			r.memberUserID, err = member(&s)
+			r.memberUserID, err = member(s)
 		case string(k) == "unavailable" && guildIsID:
-			r.unavailable, r.unavailErr, err = boolean(&s, "unavailable")
+			r.unavailable, r.unavailErr, err = boolean(s, "unavailable")
 		default:
 			_, err = s.Skip()
 		}
@@ -146,13 +159,7 @@ func scan(t string, d []byte) (raw, error) {
 			more, err = s.Next()
 		}
 	}
-	if err == nil {
-		err = s.End()
-	}
-	if err != nil {
-		return r, fmt.Errorf("%w: %w", ErrMalformed, err)
-	}
-	return r, r.typeErr()
+	return r, err
 }
 
 // wrongType is the error of a routing field whose value v has the wrong type.

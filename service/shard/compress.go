@@ -57,11 +57,11 @@ func (r *payloadReader) readZlib(m io.Reader) ([]byte, error) {
 }
 
 // inflateBuffered inflates the payload in r.in: the fast path, with no
-// copy beyond the output and no allocation.
+// allocation.
 func (r *payloadReader) inflateBuffered() ([]byte, error) {
 	z := r.zlib
-	z.src.Reset(r.in)
-	out, size, err := z.inflate(&z.src, r.limits.MaxMessageBytes)
+	z.input = zlibInput{r: r, buffered: r.in, done: true}
+	out, size, err := z.inflate(r.limits.MaxMessageBytes)
 	if err != nil {
 		return nil, r.brokenStream(err)
 	}
@@ -74,41 +74,38 @@ func (r *payloadReader) inflateBuffered() ([]byte, error) {
 // inflateStreamed inflates a payload too large to buffer, whose first bytes
 // are in r.in and whose current message m has curBytes in r.in, and drops it.
 func (r *payloadReader) inflateStreamed(m io.Reader, curBytes int) ([]byte, error) {
-	s := &zlibStreamedInput{r: r, buffered: r.in, cur: m, curBytes: curBytes}
-	s.note(r.in)
 	z := r.zlib
-	if z.br == nil {
-		z.br = bufio.NewReaderSize(s, windowSize)
-	} else {
-		z.br.Reset(s)
-	}
-	out, _, err := z.inflate(z.br, prefixBytes)
-	z.br.Reset(nil) // let go of the payload
-	if s.err != nil {
-		return nil, s.err // the socket's error, or a message that broke the stream
+	z.input = zlibInput{r: r, buffered: r.in, cur: m, curBytes: curBytes}
+	z.input.note(r.in)
+	out, _, err := z.inflate(prefixBytes)
+	total := z.input.total
+	z.input = zlibInput{} // let go of the payload and the socket's reader
+	if z.inputErr != nil {
+		return nil, z.inputErr // the socket's error, or a message that broke the stream
 	}
 	if err != nil {
 		return nil, r.brokenStream(err)
 	}
-	return nil, &OversizeError{Limit: "frame", Max: r.limits.MaxFrameBytes, Size: s.total, Prefix: prefixOf(out)}
+	return nil, &OversizeError{Limit: "frame", Max: r.limits.MaxFrameBytes, Size: total, Prefix: prefixOf(out)}
 }
 
-// zlibStreamedInput is the compressed input of a zlib-stream payload too
-// large to buffer: the bytes buffered so far, then the rest of the current
-// websocket message and of the messages after it, up to the one after which
-// the input ends with the sync-flush suffix.
-type zlibStreamedInput struct {
+// zlibInput is the compressed input of one zlib-stream payload, as the
+// inflater reads it: the bytes buffered so far, then, for a payload too
+// large to buffer, the rest of the current websocket message and of the
+// messages after it, up to the one after which the input ends with the
+// sync-flush suffix.
+type zlibInput struct {
 	r        *payloadReader
 	buffered []byte
 	cur      io.Reader // nil between messages
 	curBytes int       // read from cur so far, for wireBytes
-	total    int64     // compressed bytes of the payload so far
+	total    int64     // compressed bytes of a streamed payload so far
 	tail     uint32    // the last four bytes, big-endian
-	done     bool      // the payload's last message is read
+	done     bool      // the payload's last message is read (always, when buffered)
 	err      error     // fatal: the socket's read error, or a text message
 }
 
-func (s *zlibStreamedInput) Read(p []byte) (int, error) {
+func (s *zlibInput) Read(p []byte) (int, error) {
 	if len(s.buffered) > 0 {
 		n := copy(p, s.buffered)
 		s.buffered = s.buffered[n:]
@@ -143,133 +140,144 @@ func (s *zlibStreamedInput) Read(p []byte) (int, error) {
 }
 
 // note accounts for input b: its size, and the last four bytes seen.
-func (s *zlibStreamedInput) note(b []byte) {
+func (s *zlibInput) note(b []byte) {
 	s.total += int64(len(b))
 	for _, c := range b[max(0, len(b)-4):] {
 		s.tail = s.tail<<8 | uint32(c)
 	}
 }
 
+// used reports whether every byte of the payload has been handed over.
+func (s *zlibInput) used() bool { return s.done && len(s.buffered) == 0 && s.cur == nil }
+
+// atSuffix reports whether the input handed over so far ends with the
+// sync-flush suffix in the middle of a streamed message: the payload ends
+// there if the message does.
+func (s *zlibInput) atSuffix() bool {
+	return len(s.buffered) == 0 && s.cur != nil && s.total >= int64(len(zlibSuffix)) && s.tail == 0x0000ffff
+}
+
+// settle reads on in the current message, into peek, until it ends (then
+// the payload is used) or yields bytes, which are handed over next. The
+// inflater must not be asked for more to find out: past the payload's end
+// it would fail on the missing input for good.
+func (s *zlibInput) settle(peek []byte) {
+	for s.cur != nil && s.err == nil {
+		n, err := s.cur.Read(peek)
+		s.note(peek[:n])
+		s.curBytes += n
+		s.buffered = peek[:n]
+		switch {
+		case err == io.EOF:
+			s.r.wireBytes(s.curBytes)
+			s.cur = nil
+			s.done = s.tail == 0x0000ffff
+		case err != nil:
+			s.r.wireBytes(s.curBytes)
+			s.err = err
+		}
+		if n > 0 {
+			return
+		}
+	}
+}
+
 // zlibDecoder decodes one connection's zlib-stream: a single deflate stream
 // that spans every payload of the connection, flushed at each payload's end.
 //
-// Go's flate reader treats the end of its input as a sticky error, so it
-// cannot be fed message by message. After a sync flush the stream sits on a
-// byte-aligned block boundary and the only state carried into the next block
-// is the 32 KiB window, so each payload is inflated by a reader reset onto
-// the payload with the window as its preset dictionary. This needs no
-// goroutine per connection and makes the size limit easy to enforce.
+// One inflater decodes the whole connection, so the 32 KiB window lives in
+// the inflater alone and is never copied. (The first version reset a reader
+// onto each payload with the window as its preset dictionary: two 32 KiB
+// copies per payload, a third of the inflate time of a small one.) The
+// inflater treats the end of its input as a sticky error, so it must never
+// run into it: after a sync flush the stream sits on a block boundary, and
+// the inflater hands over everything it decoded (the flush) as it reads the
+// suffix's last byte. So a payload is complete when all its input is read
+// and the read that did it returned: the inflater is never asked for more.
 type zlibDecoder struct {
-	fr      io.ReadCloser
-	src     bytes.Reader  // input of a buffered payload
-	br      *bufio.Reader // input of a streamed one
-	window  []byte        // last 32 KiB of output
-	out     []byte
-	scratch []byte // output past the kept part, which only the window sees
-	started bool   // the zlib header was read
+	fr       io.Reader     // the connection's inflater, from the first payload on
+	br       *bufio.Reader // its input, over input
+	input    zlibInput     // the payload being inflated
+	inputErr error         // of the last streamed payload, set by inflate
+	stage    []byte        // output as the inflater returns it
+	peek     [512]byte     // input read to find where a streamed message ends
+	out      []byte        // kept output of the payload
+	started  bool          // the zlib header was read
 }
+
+// stageSize exceeds the most one inflater read returns (its 32 KiB window),
+// so every read empties the inflater's pending output: after the read that
+// used the last input byte, nothing is left to ask for.
+const stageSize = 2 * windowSize
 
 func newZlibDecoder() *zlibDecoder {
-	return &zlibDecoder{window: make([]byte, 0, windowSize)}
+	z := &zlibDecoder{stage: make([]byte, stageSize)}
+	z.br = bufio.NewReaderSize(&z.input, 16<<10)
+	return z
 }
 
-// inflate decodes one payload from src, which must end where the payload
-// ends. It keeps the first keep bytes of output (all if keep <= 0); the rest
-// is decoded into the window only. out is valid until the next call; size
-// is the payload's whole decoded size. An error leaves the stream unusable.
-func (z *zlibDecoder) inflate(src flate.Reader, keep int) (out []byte, size int64, err error) {
-	if err := z.readHeader(src); err != nil {
+// inflate decodes the payload in z.input. It keeps the first keep bytes of
+// output (all if keep <= 0). out is valid until the next call; size is the
+// payload's whole decoded size. An error leaves the stream unusable.
+func (z *zlibDecoder) inflate(keep int) (out []byte, size int64, err error) {
+	z.out, z.inputErr = z.out[:0], nil
+	if err := z.start(); err != nil {
+		z.inputErr = z.input.err
 		return nil, 0, err
 	}
-	if z.fr == nil {
-		z.fr = flate.NewReaderDict(src, z.window)
-	} else if err := z.fr.(flate.Resetter).Reset(src, z.window); err != nil {
-		return nil, 0, err
+	for {
+		n, err := z.fr.Read(z.stage)
+		size += int64(n)
+		z.keepOutput(z.stage[:n], keep)
+		if err != nil {
+			// io.EOF too: a final block ends the connection's stream.
+			z.inputErr = z.input.err
+			return nil, size, err
+		}
+		if z.br.Buffered() > 0 || n == len(z.stage) {
+			continue
+		}
+		if !z.input.used() && z.input.atSuffix() {
+			z.input.settle(z.peek[:])
+		}
+		if z.input.used() {
+			return z.out, size, nil
+		}
 	}
-	err = z.fill(keep)
-	size = int64(len(z.out))
-	z.keepWindow(z.out)
-	if keep > 0 && len(z.out) > keep {
-		var n int64
-		n, err = z.discard()
-		size += n
-	}
-	// The reader runs off the end of the payload looking for the next block
-	// header; that is the payload's end, provided all the input was used.
-	if err != io.ErrUnexpectedEOF && err != io.EOF {
-		return nil, 0, err
-	}
-	if _, err := src.ReadByte(); err != io.EOF {
-		return nil, 0, errors.New("zlib-stream payload has data past its end")
-	}
-	return z.out, size, nil
 }
 
-// readHeader checks the zlib header that starts the connection's stream.
-func (z *zlibDecoder) readHeader(src io.ByteReader) error {
+// start reads the zlib header that opens the connection's stream, once,
+// and creates the inflater after it.
+func (z *zlibDecoder) start() error {
 	if z.started {
 		return nil
 	}
-	cmf, err1 := src.ReadByte()
-	flg, err2 := src.ReadByte()
+	cmf, err1 := z.br.ReadByte()
+	flg, err2 := z.br.ReadByte()
 	if err1 != nil || err2 != nil || cmf&0x0f != 8 || (uint16(cmf)<<8|uint16(flg))%31 != 0 || flg&0x20 != 0 {
 		return errors.New("zlib-stream does not start with a zlib header")
 	}
 	z.started = true
+	z.fr = flate.NewReader(z.br)
 	return nil
 }
 
-// fill inflates into z.out until the payload ends (the reader's error) or
-// z.out holds more than keep bytes (nil).
-func (z *zlibDecoder) fill(keep int) error {
-	z.out = z.out[:0]
-	for {
-		if len(z.out) == cap(z.out) {
-			z.out = grow(z.out, int64(keep))
-		}
-		n, err := z.fr.Read(z.out[len(z.out):cap(z.out)])
-		z.out = z.out[:len(z.out)+n]
-		if err != nil {
-			return err
-		}
-		if keep > 0 && len(z.out) > keep {
-			return nil
-		}
+// keepOutput appends what fits of keep bytes (all if keep <= 0) to out,
+// growing it no further than that.
+func (z *zlibDecoder) keepOutput(b []byte, keep int) {
+	if keep > 0 {
+		b = b[:min(len(b), max(0, keep-len(z.out)))]
 	}
-}
-
-// discard inflates the rest of the payload into the window alone.
-func (z *zlibDecoder) discard() (int64, error) {
-	if z.scratch == nil {
-		z.scratch = make([]byte, windowSize)
+	for len(z.out)+len(b) > cap(z.out) {
+		z.out = grow(z.out, int64(keep))
 	}
-	var total int64
-	for {
-		n, err := z.fr.Read(z.scratch)
-		z.keepWindow(z.scratch[:n])
-		total += int64(n)
-		if err != nil {
-			return total, err
-		}
-	}
-}
-
-func (z *zlibDecoder) keepWindow(out []byte) {
-	if len(out) >= windowSize {
-		z.window = append(z.window[:0], out[len(out)-windowSize:]...)
-		return
-	}
-	if over := len(z.window) + len(out) - windowSize; over > 0 {
-		n := copy(z.window, z.window[over:])
-		z.window = z.window[:n]
-	}
-	z.window = append(z.window, out...)
+	z.out = append(z.out, b...)
 }
 
 // release drops an output buffer grown past retainBytes, and the input
 // reference, which may hold a dropped read buffer.
 func (z *zlibDecoder) release() {
-	z.src.Reset(nil)
+	z.input.buffered = nil
 	if cap(z.out) > retainBytes {
 		z.out = nil
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/diamondburned/arikawa/v3/utils/ws"
 
+	"github.com/shardpool/gateway/service/event"
 	"github.com/shardpool/gateway/service/event/jsonscan"
 )
 
@@ -16,6 +17,10 @@ type envelope struct {
 	S  int64
 	T  string
 	D  []byte // a sub-slice of the message; copy before keeping it
+	// Fields are d's routing fields, located while d was validated, when
+	// t came before d (as Discord sends it): event.Router.BuildScanned
+	// then does not read d again.
+	Fields event.Scanned
 }
 
 var errEnvelope = errors.New("malformed gateway payload")
@@ -30,51 +35,75 @@ var errEnvelope = errors.New("malformed gateway payload")
 // are skipped. op must be an integer, s an integer or null, t a string or
 // null; d may be any value, or absent.
 func parseEnvelope(msg []byte) (envelope, error) {
-	var top topLevel
+	var env envelope
+	err := parseEnvelopeInto(msg, &env)
+	return env, err
+}
+
+// parseEnvelopeInto is parseEnvelope writing into env, which is large.
+func parseEnvelopeInto(msg []byte, env *envelope) error {
+	top := topLevel{locate: true}
 	s := jsonscan.New(msg, jsonscan.MaxDepth)
 	err := top.scan(&s, false)
 	if err == nil {
 		err = s.End()
 	}
 	if err == nil {
-		return top.envelope(msg)
+		return top.envelope(msg, env)
 	}
-	return envelope{}, fmt.Errorf("%w: %w", errEnvelope, err)
+	*env = envelope{}
+	return fmt.Errorf("%w: %w", errEnvelope, err)
 }
 
 // topLevel are the envelope's members as located in the payload: the last
 // occurrence of each, Kind None when absent.
 type topLevel struct {
 	op, s, t, d jsonscan.Value
+	// locate asks for d's routing fields to be located in fields if a
+	// string t comes before an object d; fieldsT is the t they were
+	// located for.
+	locate  bool
+	fields  event.Scanned
+	fieldsT jsonscan.Value
+	tText   string // t decoded, when fields were located
 }
 
-// envelope decodes op, s and t, and checks their types.
-func (top *topLevel) envelope(msg []byte) (envelope, error) {
-	var env envelope
+// envelope decodes op, s and t into env, and checks their types.
+func (top *topLevel) envelope(msg []byte, env *envelope) error {
+	*env = envelope{}
 	op, ok := top.op.Int(msg, strconv.IntSize)
 	switch {
 	case top.op.Kind == jsonscan.None:
-		return env, fmt.Errorf("%w: no op", errEnvelope)
+		return fmt.Errorf("%w: no op", errEnvelope)
 	case !ok:
-		return env, fmt.Errorf("%w: op is not an integer", errEnvelope)
+		return fmt.Errorf("%w: op is not an integer", errEnvelope)
 	}
 	env.Op = ws.OpCode(op)
 	if top.s.Kind != jsonscan.None && top.s.Kind != jsonscan.Null {
 		if env.S, ok = top.s.Int(msg, 64); !ok {
-			return env, fmt.Errorf("%w: s is not an integer", errEnvelope)
+			return fmt.Errorf("%w: s is not an integer", errEnvelope)
 		}
 	}
 	switch top.t.Kind {
 	case jsonscan.None, jsonscan.Null:
 	case jsonscan.String:
-		env.T = eventType(msg, top.t)
+		if top.t == top.fieldsT {
+			env.T = top.tText
+		} else {
+			env.T = eventType(msg, top.t)
+		}
 	default:
-		return env, fmt.Errorf("%w: t is not a string", errEnvelope)
+		return fmt.Errorf("%w: t is not a string", errEnvelope)
 	}
 	if top.d.Kind != jsonscan.None {
 		env.D = top.d.Bytes(msg)
 	}
-	return env, nil
+	// The fields count only if they are those of the last d, located for
+	// the last t (a repeated key's last occurrence wins).
+	if top.fieldsT.Kind == jsonscan.String && top.t == top.fieldsT && top.d == top.fields.Value() {
+		env.Fields = top.fields
+	}
+	return nil
 }
 
 // scan reads the payload's top-level object up to its closing brace, or,
@@ -89,7 +118,7 @@ func (top *topLevel) scan(s *jsonscan.Scanner, prefix bool) error {
 		if key, err = s.Key(); err != nil {
 			return err
 		}
-		if v, err = s.Skip(); err != nil {
+		if v, err = top.value(s, key); err != nil {
 			return err
 		}
 		if more, err = s.Next(); err != nil {
@@ -110,6 +139,24 @@ func (top *topLevel) scan(s *jsonscan.Scanner, prefix bool) error {
 		}
 	}
 	return err
+}
+
+// value consumes a member's value: d, when a string t came before it and it
+// is an object, with its routing fields located on the way (the one pass
+// over d); anything else with Skip.
+func (top *topLevel) value(s *jsonscan.Scanner, key []byte) (jsonscan.Value, error) {
+	if !top.locate || string(key) != "d" || top.t.Kind != jsonscan.String || s.Peek() != '{' {
+		return s.Skip()
+	}
+	if top.t != top.fieldsT {
+		top.fieldsT, top.tText = top.t, eventType(s.Doc(), top.t)
+	}
+	sc, err := event.ScanData(s, top.tText)
+	if err != nil {
+		return jsonscan.Value{}, err
+	}
+	top.fields = sc
+	return sc.Value(), nil
 }
 
 // peekEnvelope reads the dispatch type and sequence number from the first

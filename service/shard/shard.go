@@ -27,6 +27,7 @@ import (
 	"github.com/diamondburned/arikawa/v3/gateway"
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shardpool/gateway/service/publish"
 )
@@ -304,87 +305,110 @@ func (s *Shard) entered(st State) {
 // read reads the connection until it ends, feeding the session, and returns
 // what comes next.
 func (s *Shard) read(ctx context.Context, l *link) Action {
-	pr := newPayloadReader(l.conn.ws, s.cfg.Compression, s.cfg.Limits, func(n int) {
-		s.cfg.Metrics.WireBytes.WithLabelValues(s.label).Add(float64(n))
-	})
+	wire := s.cfg.Metrics.WireBytes.WithLabelValues(s.label)
+	pr := newPayloadReader(l.conn.ws, s.cfg.Compression, s.cfg.Limits, func(n int) { wire.Add(float64(n)) })
 	defer pr.Close()
-	var buf []Action
+	r := s.newReader(l)
 	l.conn.ws.SetReadDeadline(time.Now().Add(s.cfg.HelloTimeout))
-	hello := false
-	s.mu.Lock()
-	session := s.sess.id // the session events on this connection belong to
-	s.mu.Unlock()
 	for {
 		msg, err := pr.Next()
 		at := time.Now()
 		if err != nil {
 			if errors.Is(err, ErrTooLarge) {
-				s.oversized(ctx, l, err, &buf)
+				s.oversized(ctx, l, err, &r.buf)
 				continue
 			}
 			if errors.Is(err, errBinaryOnPlain) {
 				s.malformed("payload", err)
 				continue
 			}
-			if !hello && isTimeout(err) {
-				s.step(ctx, l, HelloTimeout{}, &buf)
+			if !r.hello && isTimeout(err) {
+				s.step(ctx, l, HelloTimeout{}, &r.buf)
 			}
-			return s.step(ctx, l, closedInput(err), &buf)
+			return s.step(ctx, l, closedInput(err), &r.buf)
 		}
-		env, err := parseEnvelope(msg)
-		if err != nil {
-			s.malformed("json", err)
-			continue
-		}
-		in, err := s.decode(&env, at, &session)
-		if err != nil {
-			s.malformed("payload", err)
-			continue
-		}
-		switch in := in.(type) {
-		case Hello:
-			if !hello {
-				hello = true
-				l.conn.ws.SetReadDeadline(time.Time{})
-			}
-		case *Dispatch:
-			s.received(in)
-		}
-		if end := s.step(ctx, l, in, &buf); end != nil {
+		if end := s.payload(ctx, r, msg, at); end != nil {
 			return end // not reached: only Closed ends a connection
-		}
-		if _, ok := in.(HeartbeatAck); ok {
-			s.mu.Lock()
-			lat := s.sess.Latency()
-			s.mu.Unlock()
-			s.cfg.Metrics.HeartbeatLatency.WithLabelValues(s.label).Set(lat.Seconds())
 		}
 	}
 }
 
-// decode turns a payload into the session's input. Dispatches are built
-// into events here, on the read goroutine, while d still lies in the read
-// buffer; session tracks the session id the events belong to.
-func (s *Shard) decode(env *envelope, at time.Time, session *string) (Input, error) {
+// reader is a connection's read loop state, reused from one payload to the
+// next so that a dispatch allocates nothing but its event.
+type reader struct {
+	l        *link
+	session  string // the session events on this connection belong to
+	hello    bool
+	env      envelope
+	dispatch Dispatch // the session and received() do not keep it
+	buf      []Action
+	received map[string]prometheus.Counter // by dispatch type
+}
+
+func (s *Shard) newReader(l *link) *reader {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return &reader{l: l, session: s.sess.id, received: map[string]prometheus.Counter{}}
+}
+
+// payload handles one payload, read at at; it returns the action that ends
+// the connection, if it comes.
+func (s *Shard) payload(ctx context.Context, r *reader, msg []byte, at time.Time) Action {
+	if err := parseEnvelopeInto(msg, &r.env); err != nil {
+		s.malformed("json", err)
+		return nil
+	}
+	in, err := s.decode(r, at)
+	if err != nil {
+		s.malformed("payload", err)
+		return nil
+	}
+	switch in := in.(type) {
+	case Hello:
+		if !r.hello {
+			r.hello = true
+			r.l.conn.ws.SetReadDeadline(time.Time{})
+		}
+	case *Dispatch:
+		s.received(r, in)
+	}
+	if end := s.step(ctx, r.l, in, &r.buf); end != nil {
+		return end
+	}
+	if _, ok := in.(HeartbeatAck); ok {
+		s.mu.Lock()
+		lat := s.sess.Latency()
+		s.mu.Unlock()
+		s.cfg.Metrics.HeartbeatLatency.WithLabelValues(s.label).Set(lat.Seconds())
+	}
+	return nil
+}
+
+// decode turns the payload in r.env into the session's input. Dispatches
+// are built into events here, on the read goroutine, while d still lies in
+// the read buffer; r.session tracks the session id the events belong to.
+func (s *Shard) decode(r *reader, at time.Time) (Input, error) {
+	env := &r.env
 	switch env.Op {
 	case opDispatch:
 		if env.T == "" {
 			return nil, errors.New("dispatch without a type")
 		}
-		d := &Dispatch{Type: env.T, Seq: env.S, ReceivedAt: at}
+		d := &r.dispatch
+		*d = Dispatch{Type: env.T, Seq: env.S, ReceivedAt: at}
 		if env.T == "READY" {
-			var r Ready
-			if err := json.Unmarshal(env.D, &r); err != nil || r.SessionID == "" {
+			var rd Ready
+			if err := json.Unmarshal(env.D, &rd); err != nil || rd.SessionID == "" {
 				d.Err = fmt.Errorf("bad READY: %v", err)
 				return d, nil
 			}
-			*session, d.Ready = r.SessionID, &r
+			r.session, d.Ready = rd.SessionID, &rd
 			return d, nil
 		}
 		if s.answered(env.T, env.D) {
 			return d, nil // a reply to a worker's command: not published
 		}
-		d.Event, _, d.Err = s.cfg.Commands.Events.Build(s.cfg.ID, *session, env.S, env.T, env.D, at)
+		d.Event, _, d.Err = s.cfg.Commands.Events.BuildScanned(s.cfg.ID, r.session, env.S, env.T, env.D, &env.Fields, at)
 		return d, nil
 	case opHeartbeat:
 		return HeartbeatRequest{}, nil
@@ -412,8 +436,15 @@ func (s *Shard) decode(env *envelope, at time.Time, session *string) (Input, err
 }
 
 // received counts a dispatch and keeps the guild count.
-func (s *Shard) received(d *Dispatch) {
-	s.cfg.Metrics.EventsReceived.WithLabelValues(s.label, typeLabel(d.Type)).Inc()
+func (s *Shard) received(r *reader, d *Dispatch) {
+	c := r.received[d.Type]
+	if c == nil {
+		c = s.cfg.Metrics.EventsReceived.WithLabelValues(s.label, typeLabel(d.Type))
+		if len(r.received) < 64 { // a hostile peer's made-up types are not kept
+			r.received[d.Type] = c
+		}
+	}
+	c.Inc()
 	switch {
 	case d.Type == "READY" && d.Ready != nil:
 		s.mu.Lock()
@@ -634,6 +665,15 @@ func (s *Shard) Guilds() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.guilds)
+}
+
+// EndForGood makes the shard's coming stop (a drain) end its session at
+// Discord (close 1000) instead of keeping it resumable; Handoff is nil from
+// now on. For a resharding's retired generation.
+func (s *Shard) EndForGood() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sess.EndForGood()
 }
 
 // Handoff returns the record a successor needs to RESUME this shard's

@@ -118,6 +118,13 @@ func (s *Scanner) Peek() byte {
 	return 0
 }
 
+// Doc returns the document the scanner walks.
+func (s *Scanner) Doc() []byte { return s.doc }
+
+// Offset returns the cursor's offset in the document: after Peek, that of
+// the next value; after a value is consumed, that of the byte after it.
+func (s *Scanner) Offset() int { return s.pos }
+
 // Object consumes the '{' that opens an object and reports whether the
 // object has a member (false for {}, which is then consumed whole).
 func (s *Scanner) Object() (more bool, err error) {
