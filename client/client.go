@@ -82,6 +82,9 @@ type Plan struct {
 	TotalShards   int `json:"total_shards"`
 	ShardsPerPool int `json:"shards_per_pool"`
 	Pools         int `json:"pools"`
+	// Generations: the plan in force and, while the fleet reshards, the
+	// next one with its progress (reshard.go).
+	Generations []Generation `json:"generations,omitempty"`
 }
 
 // ShardFor returns the shard of guildID: (guild_id >> 22) % total_shards.
@@ -101,7 +104,7 @@ type Client struct {
 	nc *nats.Conn
 
 	mu   sync.Mutex
-	plan *Plan // cached: the shard count changes only with a redeploy
+	plan *Plan // cached: the shard count changes only with a resharding (call Plan again)
 }
 
 // New returns a client over nc.

@@ -19,6 +19,9 @@ type Set struct {
 	// until the wiring sets them with MakeSendEndpoint and MakePlanEndpoint.
 	SendEndpoint endpoint.Endpoint
 	PlanEndpoint endpoint.Endpoint
+	// ReshardEndpoint (reshard.go) starts or aborts a resharding; nil
+	// until the wiring sets it.
+	ReshardEndpoint endpoint.Endpoint
 }
 
 // New returns a Set over svc with mw applied to every endpoint.

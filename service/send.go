@@ -57,4 +57,7 @@ type Plan struct {
 	TotalShards   int `json:"total_shards"`
 	ShardsPerPool int `json:"shards_per_pool"`
 	Pools         int `json:"pools"`
+	// Generations: the plan in force and, while resharding, the next one
+	// (with Consul only).
+	Generations []GenerationStatus `json:"generations,omitempty"`
 }

@@ -71,6 +71,10 @@ type Membership struct {
 	// predecessor's hand-off record.
 	ResumedShards []int  `json:"resumed_shards,omitempty"`
 	LastFence     *Fence `json:"last_fence,omitempty"`
+	// Generation is the plan generation this instance runs; Generations
+	// the fleet's plan in force and, while resharding, the next one.
+	Generation  int                `json:"generation,omitempty"`
+	Generations []GenerationStatus `json:"generations,omitempty"`
 }
 
 // Fence records an instance stopping its shards because it lost its claim on

@@ -49,6 +49,11 @@ func NewHTTPHandler(e endpoint.Set, opts Options) http.Handler {
 	if e.SendEndpoint != nil {
 		mux.Handle("POST /shards/{shard_id}/send", requireBearer(opts.DrainToken, httptransport.NewServer(e.SendEndpoint, decodeHTTPSend, encodeHTTPSend, serverOpts...)))
 	}
+	if e.ReshardEndpoint != nil {
+		reshard := requireBearer(opts.DrainToken, httptransport.NewServer(e.ReshardEndpoint, decodeReshard, encodeReshard, serverOpts...))
+		mux.Handle("POST /reshard", reshard)
+		mux.Handle("DELETE /reshard", reshard)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}))
 	return limitBody(mux)
 }

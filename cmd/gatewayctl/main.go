@@ -46,6 +46,15 @@ Commands:
       -json                 print the members' JSON, one per line
   tail <subject>            print events as they arrive on a NATS subject, e.g.
                             events.>, events.member.join, events.dispatch.*
+  reshard [flags]           reshard the fleet without downtime (over HTTP, not NATS):
+                            the next generation comes up beside the plan in force and
+                            takes over once every one of its shards is READY
+      -url URL              a gateway instance (default $GATEWAY_URL, else
+                            http://127.0.0.1:8080)
+      -token T              its DRAIN_TOKEN (default $DRAIN_TOKEN)
+      -total N              the new shard count
+      -per-pool M           shards per pool of the new generation (default: unchanged)
+      -abort                drop the next generation before its cut-over instead
 
 Environment: NATS_URL (default nats://127.0.0.1:4222), NATS_CREDS.
 `
@@ -76,6 +85,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usage)
 		return 0
 	}
+	if cmd == "reshard" {
+		return exitCode(cmd, reshard(rest, stdout, stderr, *timeout), stderr)
+	}
 	opts := []nats.Option{nats.Name("gatewayctl")}
 	if *creds != "" {
 		opts = append(opts, nats.UserCredentials(*creds))
@@ -103,6 +115,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
+	return exitCode(cmd, err, stderr)
+}
+
+// exitCode reports err and returns the exit status: 2 for a usage error.
+func exitCode(cmd string, err error, stderr io.Writer) int {
 	var usageErr usageError
 	switch {
 	case errors.As(err, &usageErr):
@@ -143,6 +160,7 @@ func (c ctl) plan(ctx context.Context) error {
 		return err
 	}
 	fmt.Fprintf(c.out, "total_shards=%d shards_per_pool=%d pools=%d\n", p.TotalShards, p.ShardsPerPool, p.Pools)
+	printGenerations(c.out, p)
 	return nil
 }
 
