@@ -667,15 +667,6 @@ func (s *Shard) Guilds() int {
 	return len(s.guilds)
 }
 
-// EndForGood makes the shard's coming stop (a drain) end its session at
-// Discord (close 1000) instead of keeping it resumable; Handoff is nil from
-// now on. For a resharding's retired generation.
-func (s *Shard) EndForGood() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.sess.EndForGood()
-}
-
 // Handoff returns the record a successor needs to RESUME this shard's
 // session, or nil when there is no session.
 func (s *Shard) Handoff() *Handoff {
