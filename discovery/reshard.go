@@ -172,12 +172,11 @@ func (c *Consul) CutOver(ctx context.Context, sessionID string, plans Plans) (ok
 	if plans.Next == nil {
 		return false, ErrNoReshard
 	}
-	lock := &api.KVPair{Key: c.reshardLockKey(), Value: []byte(c.cfg.InstanceID), Session: sessionID}
-	held, _, err := c.client.KV().Acquire(lock, (&api.WriteOptions{}).WithContext(ctx))
-	if err != nil || !held {
+	release, err := c.reshardLock(ctx, sessionID)
+	if err != nil || release == nil {
 		return false, err
 	}
-	defer c.client.KV().Release(lock, (&api.WriteOptions{}).WithContext(context.WithoutCancel(ctx)))
+	defer release()
 	value, _ := json.Marshal(*plans.Next)
 	ok, _, err = c.txn(ctx, api.KVTxnOps{
 		{Verb: api.KVCheckSession, Key: c.reshardLockKey(), Session: sessionID},
@@ -190,6 +189,34 @@ func (c *Consul) CutOver(ctx context.Context, sessionID string, plans Plans) (ok
 		return false, fmt.Errorf("cut over to generation %d: %w", plans.Next.Generation, err)
 	}
 	return ok, nil
+}
+
+// reshardLock takes <KV_PREFIX>/reshard-lock with session sessionID: a nil
+// release without an error means another instance holds it.
+func (c *Consul) reshardLock(ctx context.Context, sessionID string) (release func(), err error) {
+	lock := &api.KVPair{Key: c.reshardLockKey(), Value: []byte(c.cfg.InstanceID), Session: sessionID}
+	held, _, err := c.client.KV().Acquire(lock, (&api.WriteOptions{}).WithContext(ctx))
+	if err != nil || !held {
+		return nil, err
+	}
+	return func() { c.client.KV().Release(lock, (&api.WriteOptions{}).WithContext(context.WithoutCancel(ctx))) }, nil
+}
+
+// AutoReshard starts a resharding to total shards, as StartReshard, while
+// holding <KV_PREFIX>/reshard-lock with session sessionID, so that of the
+// instances that all saw the need one acts. started is false when another
+// instance holds the lock or a resharding is in progress.
+func (c *Consul) AutoReshard(ctx context.Context, sessionID string, total int) (next Plan, started bool, err error) {
+	release, err := c.reshardLock(ctx, sessionID)
+	if err != nil || release == nil {
+		return Plan{}, false, err
+	}
+	defer release()
+	next, err = c.StartReshard(ctx, total, 0, c.cfg.InstanceID+" (RESHARD=auto)")
+	if errors.Is(err, ErrReshardInProgress) || errors.Is(err, ErrSamePlan) {
+		return Plan{}, false, nil
+	}
+	return next, err == nil, err
 }
 
 // GenerationProgress is how far a generation's pools are claimed and its

@@ -58,14 +58,16 @@ type Main struct {
 	reg          *prometheus.Registry // openMetrics
 	shardMetrics *shard.Metrics
 	starts       *shard.SessionStarts
-	nats         *natsBroker       // openPublishPath; nil in local mode
-	breaker      *publish.Breaker  // nil in local mode
-	buffer       *publish.Buffer   // what the shards publish into
-	commands     *commandPath      // openCommandPath
-	listener     net.Listener      // openListener
-	consul       *discovery.Consul // openFleet
-	poolDrain    time.Duration     // openFleet or openStaticPool
-	server       *http.Server      // openHTTPServer
+	nats         *natsBroker            // openPublishPath; nil in local mode
+	breaker      *publish.Breaker       // nil in local mode
+	buffer       *publish.Buffer        // what the shards publish into
+	commands     *commandPath           // openCommandPath
+	listener     net.Listener           // openListener
+	consul       *discovery.Consul      // openFleet; the generation the member runs
+	memberConfig discovery.MemberConfig // openFleet: each generation's member is built from it
+	gens         *fleetGens             // openFleet: the member of one generation at a time (reshard.go)
+	poolDrain    time.Duration          // openFleet or openStaticPool
+	server       *http.Server           // openHTTPServer
 }
 
 // NewMain returns a Main with the default configuration.
@@ -238,8 +240,8 @@ func (m *Main) openListener() error {
 // core is what the HTTP service wraps and what the shutdown drains: the
 // fleet member with Consul, else the static pool.
 func (m *Main) core() service.Service {
-	if m.member != nil {
-		return m.member
+	if m.gens != nil {
+		return m.gens
 	}
 	return m.pool
 }
@@ -265,6 +267,7 @@ func (m *Main) openHTTPServer() {
 	svc = service.InstrumentingMiddleware(service.NewServiceMetrics(m.reg))(svc)
 	endpoints := endpoint.New(svc)
 	endpoints.SendEndpoint, endpoints.PlanEndpoint = m.commands.endpoints.SendEndpoint, m.commands.endpoints.PlanEndpoint
+	endpoints.ReshardEndpoint = endpoint.MakeReshardEndpoint(m.reshardRequest)
 	handler := transport.NewHTTPHandler(endpoints, transport.Options{DrainToken: m.Config.DrainToken, Gatherer: m.reg, Logger: m.logger})
 	m.server = &http.Server{
 		Handler:           handler,
@@ -297,7 +300,7 @@ func (m *Main) serve(ctx context.Context) error {
 	}
 	if m.member != nil {
 		memberCtx, stopMember := context.WithCancel(context.Background())
-		g.Add(func() error { return m.member.Run(memberCtx) }, func(error) { stopMember() })
+		g.Add(func() error { return m.runFleet(memberCtx) }, func(error) { stopMember() })
 	} else {
 		poolCtx, stopPool := context.WithCancel(context.Background())
 		g.Add(func() error { return m.pool.Run(poolCtx) }, func(error) { stopPool() })
@@ -323,7 +326,7 @@ func (m *Main) serve(ctx context.Context) error {
 func (m *Main) shutdown() {
 	if m.member != nil && m.crashing.Load() {
 		level.Warn(m.logger).Log("msg", "stopping abruptly: no drain, no hand-off, consul session left to expire")
-		m.member.Abandon()
+		m.gens.current().Abandon()
 		return
 	}
 	level.Info(m.logger).Log("msg", "shutting down: draining the pool")

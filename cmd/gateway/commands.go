@@ -67,7 +67,7 @@ func (m *Main) openCommandPath() error {
 		return m.currentPool()
 	}}
 	cp.endpoints.SendEndpoint = endpoint.MakeSendEndpoint(cp)
-	cp.endpoints.PlanEndpoint = endpoint.MakePlanEndpoint(service.Plan{TotalShards: m.plan.total, ShardsPerPool: cfg.ShardsPerPool, Pools: m.plan.pools})
+	cp.endpoints.PlanEndpoint = endpoint.MakePlanFuncEndpoint(m.currentPlan) // changes with a resharding
 	cp.shards = shard.CommandConfig{
 		Intents: cfg.Intents, Events: router, Presence: &shard.Presence{},
 		Metrics: shard.NewCommandMetrics(m.reg), OnRun: cp.onRun, Budget: cfg.SendBudget,

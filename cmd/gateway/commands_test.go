@@ -245,7 +245,7 @@ func TestACommandForAShardNobodyRunsFailsCleanly(t *testing.T) {
 	if !errors.Is(err, client.ErrNoInstance) || time.Since(start) > 2*time.Second {
 		t.Fatalf("shard 1: %v after %v", err, time.Since(start))
 	}
-	if p, err := c.Plan(ctxFor(t, 5*time.Second)); err != nil || p != (client.Plan{TotalShards: 2, ShardsPerPool: 1, Pools: 2}) {
+	if p, err := c.Plan(ctxFor(t, 5*time.Second)); err != nil || p.TotalShards != 2 || p.ShardsPerPool != 1 || p.Pools != 2 {
 		t.Fatalf("plan %+v %v", p, err)
 	}
 }

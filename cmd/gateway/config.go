@@ -58,6 +58,10 @@ type Config struct {
 	CheckFailures   int
 	DeregisterAfter time.Duration
 	HandoffMaxAge   time.Duration
+	// Reshard is RESHARD: ReshardManual or ReshardAuto (reshard.go).
+	Reshard              string
+	ReshardCheckInterval time.Duration
+	ReshardIDMargin      time.Duration
 	// PoolIDSet is true when POOL_ID was given (environment or flag): with
 	// Consul, an unset POOL_ID means "claim one".
 	PoolIDSet bool
@@ -297,6 +301,9 @@ var vars = []variable{
 	{"CONSUL_CHECK_FAILURES", "3", "consecutive failed /health probes before Consul marks the instance critical, which ends its session and stops its shards (fencing); a failing /ready never fences", intSetter(func(c *Config, n int) { c.CheckFailures = n }, 1)},
 	{"CONSUL_DEREGISTER_AFTER", "1m", "Consul removes an instance whose /health check stays critical that long (at least 1m)", durationSetter(func(c *Config, d time.Duration) { c.DeregisterAfter = d }, time.Minute, 7*24*time.Hour)},
 	{"HANDOFF_MAX_AGE", "3m", "a hand-off record older than this is not resumed (Discord no longer keeps the session); its shard identifies", durationSetter(func(c *Config, d time.Duration) { c.HandoffMaxAge = d }, time.Second, time.Hour)},
+	{"RESHARD", ReshardManual, "manual: a close 4011 (sharding required) stops the shard and logs the gatewayctl reshard command to run; auto: on 4011, or when /gateway/bot recommends more shards than the plan has, one instance reshards the fleet (with Consul) to the recommendation rounded up to a multiple of max_concurrency", reshardSetter},
+	{"RESHARD_CHECK_INTERVAL", "1h", "with RESHARD=auto, how often an instance compares /gateway/bot's recommended shards with the plan", durationSetter(func(c *Config, d time.Duration) { c.ReshardCheckInterval = d }, time.Second, 7*24*time.Hour)},
+	{"RESHARD_ID_MARGIN", "1m", "how long after a resharding's old (or aborted) generation closed events keep their content-derived event_id; keep it well under the stream's duplicate_window (2m by default)", durationSetter(func(c *Config, d time.Duration) { c.ReshardIDMargin = d }, time.Second, time.Hour)},
 }
 
 func durationSetter(set func(*Config, time.Duration), lo, hi time.Duration) func(*Config, string) error {

@@ -47,16 +47,18 @@ func (m *Main) openFleet() error {
 	if !m.plan.claim {
 		fixed = cfg.PoolID
 	}
-	member := discovery.NewMember(discovery.MemberConfig{
+	m.memberConfig = discovery.MemberConfig{
 		InstanceID: m.plan.instanceID, FixedPool: fixed, Plan: m.plan.fleet,
 		NewPool: m.newPool, Registry: consul, Coordinator: consul,
 		HandoffMaxAge: cfg.HandoffMaxAge, ConsulTimeout: consulTimeout,
 		Publish: m.buffer, Broker: m.broker(), Breaker: m.breakerState(),
 		Metrics: metrics, Logger: m.logger,
-	})
+	}
+	member := discovery.NewMember(m.memberConfig)
 	m.mu.Lock()
 	m.member = member
 	m.mu.Unlock()
+	m.openGenerations(member)
 	return nil
 }
 
@@ -155,7 +157,7 @@ func (m *Main) newPool(id int, resume map[int]*shard.Handoff) *service.Pool {
 	// NewShard runs later, on the pool's goroutines: it takes copies, not
 	// Main's fields, which release clears.
 	gatewayURL, buffer, metrics, logger := m.plan.gatewayURL, m.buffer, m.shardMetrics, m.logger
-	commands := m.shardCommands()
+	commands, rewrite := m.shardCommands(), m.rewriteEvent()
 	starts, renewDelay := m.starts, invalidSessionDelay(cfg)
 	var identify interface {
 		shard.IdentifyLimiter
@@ -185,6 +187,8 @@ func (m *Main) newPool(id int, resume map[int]*shard.Handoff) *service.Pool {
 				Logger:      logger,
 				Resume:      resume[sid],
 				Commands:    commands,
+				// A resharding's overlap: content-derived event ids.
+				RewriteEvent: rewrite,
 			})
 		},
 		Publish:      buffer,

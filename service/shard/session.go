@@ -51,6 +51,9 @@ const (
 // connection: anything but 1000 and 1001 keeps the session resumable.
 const closeResumable = 4000
 
+// closeNormal ends the session for good: Discord will not resume it.
+const closeNormal = 1000
+
 // closeRule is what a close code received from Discord means for the shard.
 type closeRule int
 
@@ -77,7 +80,7 @@ var closeCodes = map[int]struct {
 	4008: {closeResume, "rate limited"},
 	4009: {closeIdentify, "session timed out"},
 	4010: {closeFatal, "invalid shard sent: check TOTAL_SHARDS and POOL_ID"},
-	4011: {closeFatal, "sharding required: the bot has too many guilds for TOTAL_SHARDS; raise it or use auto"},
+	4011: {closeFatal, "sharding required: the bot has too many guilds for TOTAL_SHARDS; raise it or use auto; with a fleet in Consul, reshard it without downtime: gatewayctl reshard -url http://<instance> -total N (N: /gateway/bot's shards), or set RESHARD=auto"},
 	4012: {closeFatal, "invalid gateway API version"},
 	4013: {closeFatal, "invalid intents"},
 	4014: {closeFatal, "disallowed intents: enable the privileged Server Members intent for the bot in the Discord developer portal"},
@@ -295,6 +298,7 @@ type Session struct {
 	attempt   int    // connections since the last healthy one, for backoff
 	closing   *Dial  // the session closed the connection: what comes next
 	stopping  bool   // Shutdown: the next Closed ends the shard
+	final     bool   // EndForGood: the Shutdown closes with 1000, no hand-off
 
 	beats   uint64 // heartbeats sent on this connection
 	acked   uint64 // ACKs received on this connection
@@ -403,6 +407,9 @@ func (s *Session) Handle(in Input, out []Action) []Action {
 		}
 		if s.closing != nil {
 			return out // the Closed of the close under way ends the shard
+		}
+		if s.final {
+			return append(out, Close{closeNormal, "resharded: session ended for good"})
 		}
 		return append(out, Close{closeResumable, "draining"})
 	}
@@ -593,6 +600,11 @@ func (s *Session) Resumable() bool { return s.id != "" }
 // Latency is the time between the last timed heartbeat and its ACK.
 func (s *Session) Latency() time.Duration { return s.latency }
 
+// EndForGood makes the coming Shutdown close the connection with 1000, which
+// ends the session at Discord, and leaves no hand-off record: the shard's
+// generation was resharded away, nobody will resume it.
+func (s *Session) EndForGood() { s.final = true }
+
 // Seqs returns the resume point (the last contiguous sequence whose event
 // was acked or needs none) and the last sequence received.
 func (s *Session) Seqs() (acked, seen int64) {
@@ -603,7 +615,7 @@ func (s *Session) Seqs() (acked, seen int64) {
 // Handoff returns the record a successor needs to RESUME this session, or
 // nil when there is none.
 func (s *Session) Handoff(now time.Time) *Handoff {
-	if s.id == "" {
+	if s.id == "" || s.final {
 		return nil
 	}
 	acked, _ := s.Seqs()

@@ -29,6 +29,7 @@ import (
 	"github.com/go-kit/log/level"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shardpool/gateway/service/event"
 	"github.com/shardpool/gateway/service/publish"
 )
 
@@ -88,6 +89,12 @@ type Config struct {
 	Publisher     publish.Publisher
 	Metrics       *Metrics
 	Logger        log.Logger
+
+	// RewriteEvent, when set, sees each built event with its dispatch
+	// (t, d) before it is published, and returns the event to publish
+	// (nil: none). A resharding's overlap gives events content-derived ids
+	// with it (cmd/gateway/reshard_ids.go).
+	RewriteEvent func(ev *event.Event, t string, d []byte) *event.Event
 
 	// Resume, when set, makes the first connection RESUME this session.
 	Resume *Handoff
@@ -409,6 +416,9 @@ func (s *Shard) decode(r *reader, at time.Time) (Input, error) {
 			return d, nil // a reply to a worker's command: not published
 		}
 		d.Event, _, d.Err = s.cfg.Commands.Events.BuildScanned(s.cfg.ID, r.session, env.S, env.T, env.D, &env.Fields, at)
+		if d.Event != nil && s.cfg.RewriteEvent != nil {
+			d.Event = s.cfg.RewriteEvent(d.Event, env.T, env.D)
+		}
 		return d, nil
 	case opHeartbeat:
 		return HeartbeatRequest{}, nil
@@ -665,6 +675,15 @@ func (s *Shard) Guilds() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.guilds)
+}
+
+// EndForGood makes the shard's coming stop (a drain) end its session at
+// Discord (close 1000) instead of keeping it resumable; Handoff is nil from
+// now on. For a resharding's retired generation.
+func (s *Shard) EndForGood() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sess.EndForGood()
 }
 
 // Handoff returns the record a successor needs to RESUME this shard's
