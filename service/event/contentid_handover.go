@@ -1,6 +1,7 @@
 package event
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/shardpool/gateway/service/event/jsonscan"
@@ -91,13 +92,15 @@ func snowflake(b []byte) (uint64, bool) {
 // Handover finds, for one session, each guild's handover point around the
 // instant At (see above). Feed it every guild dispatch of the session in
 // seq order, the ones the gateway does not publish too (a MESSAGE_CREATE
-// is as good a point as any); a replayed seq is ignored. It is not safe
-// for concurrent use: one per session, used by the session's reader.
+// is as good a point as any); a replayed seq is ignored. One per session,
+// used by the session's reader: only PassedGuilds may be called from
+// another goroutine (the one deciding when the old generation may close).
 type Handover struct {
 	at      time.Time
 	last    int64
 	point   map[string]int64 // guild → seq of its handover point in this session
 	settled int64            // Settle's seq for the other guilds, 0 before
+	passed  atomic.Int64     // len(point)
 }
 
 // NewHandover returns a Handover around the instant at.
@@ -119,6 +122,7 @@ func (h *Handover) Observe(seq int64, guild, t string, d []byte) {
 	}
 	if created, ok := CreatedAt(t, d); ok && !created.Before(h.at) {
 		h.point[guild] = seq
+		h.passed.Add(1)
 	}
 }
 
@@ -147,7 +151,8 @@ func (h *Handover) Settle() {
 }
 
 // PassedGuilds returns how many guilds' handover points have been seen.
-func (h *Handover) PassedGuilds() int { return len(h.point) }
+// It is safe to call from any goroutine.
+func (h *Handover) PassedGuilds() int { return int(h.passed.Load()) }
 
 // Passed reports whether guild's handover point has been seen.
 func (h *Handover) Passed(guild string) bool {
