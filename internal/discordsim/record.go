@@ -251,9 +251,10 @@ type SentDispatch struct {
 	Seq       int64
 	Type      string
 	Data      []byte // the d payload; shared, must not be modified
-	// Guild is the guild of a guild-scoped dispatch (the load generator's
-	// and DispatchGuild's), "" for a dispatch made for one session (READY,
-	// its GUILD_CREATEs, Dispatch, answers to commands).
+	// Guild is the guild of a guild-scoped dispatch: the load generator's
+	// with Config.Guilds set, and DispatchGuild's. It is "" for a dispatch
+	// made for one session (READY, its GUILD_CREATEs, Dispatch, answers to
+	// commands) and for the generator's without Config.Guilds.
 	Guild string
 	// Key identifies a guild-scoped dispatch: each of its copies, one per
 	// session holding the guild (two while a bot runs two shard counts),
