@@ -108,15 +108,14 @@ func NewHandover(at time.Time) *Handover {
 	return &Handover{at: at, point: map[string]int64{}}
 }
 
-// Observe notes the dispatch seq of type t with data d in guild.
+// Observe notes the dispatch seq of type t with data d in guild. The
+// dispatches without a guild (direct messages, which Discord sends to
+// shard 0 of every count) are guild "", a stream of their own.
 func (h *Handover) Observe(seq int64, guild, t string, d []byte) {
 	if seq <= h.last {
 		return // a replay: seen already
 	}
 	h.last = seq
-	if guild == "" {
-		return
-	}
 	if _, found := h.point[guild]; found {
 		return
 	}

@@ -155,8 +155,18 @@ func TestHandoverJudgesAReplayedDispatchAsBefore(t *testing.T) {
 	if h.After("other", 4) || h.Passed("other") || h.PassedGuilds() != 1 {
 		t.Error("a guild without a point is handed over")
 	}
+	// Direct messages (no guild) are a stream of their own.
+	h.Observe(5, "", "GUILD_MEMBER_UPDATE", update)
+	h.Observe(6, "", "MESSAGE_CREATE", messageAt(at, 3))
+	h.Observe(7, "", "TYPING_START", update)
+	if h.After("", 5) || !h.After("", 7) {
+		t.Error("the dispatches without a guild are not handed over at their own point")
+	}
+	if h.After("other", 8) {
+		t.Error("a guild without a point is handed over")
+	}
 	h.Settle()
-	if h.After("other", 4) || !h.After("other", 5) {
+	if h.After("other", 7) || !h.After("other", 8) {
 		t.Error("Settle does not hand quiet guilds over after the last seq seen")
 	}
 }
