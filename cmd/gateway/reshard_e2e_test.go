@@ -390,3 +390,102 @@ func TestReshardFourToEightUnderTrafficStoresEveryDispatchOnce(t *testing.T) {
 		t.Fatalf("exactly once broken (%d problems), first: %s", len(v.problems), strings.Join(v.problems[:min(10, len(v.problems))], "; "))
 	}
 }
+
+func TestReshardAbortedHalfwayLeavesTheOldGenerationUntouched(t *testing.T) {
+	w := startReshardWorld(t, 3, nil)
+	w.eventually("generation 1 READY", 60*time.Second, func() bool { return w.ready(1, reshardFrom) })
+	old := w.sessionsOf(reshardFrom)
+	time.Sleep(2 * time.Second)
+	written := time.Now()
+	w.reshard(fmt.Sprintf(`{"total_shards":%d}`, reshardTo), false)
+	w.note("plan written: generation 2, %d shards", reshardTo)
+	w.eventually("half of generation 2 READY", 60*time.Second, func() bool {
+		for _, g := range w.generations() {
+			if g.Generation == 2 && g.ShardsReady >= reshardTo/2 {
+				return true
+			}
+		}
+		return false
+	})
+	plan := w.reshard("", true)
+	w.note("aborted with %d shards of generation 2 READY", len(w.sessionsOf(reshardTo)))
+	if len(plan.Generations) != 1 || plan.Generations[0].Generation != 1 {
+		t.Fatalf("DELETE /reshard answered %+v", plan)
+	}
+	w.eventually("the next generation's sessions closed", 30*time.Second, func() bool {
+		next := w.sessionsOf(reshardTo)
+		return len(next) > 0 && len(closedAt(w.f.sim.Record(), next, 1000)) == len(next)
+	})
+	w.note("the next generation's %d sessions closed with 1000", len(w.sessionsOf(reshardTo)))
+	w.eventually("every instance back in generation 1", 30*time.Second, func() bool {
+		for _, p := range w.f.live() {
+			st, ok := p.status()
+			if !ok || st.Discovery == nil || st.Discovery.Generation != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	time.Sleep(2 * time.Second)
+	w.quiesce()
+
+	rec := w.f.sim.Record()
+	for _, id := range rec.Identifies {
+		if id.Total == reshardFrom && id.At.After(written) {
+			t.Errorf("the old generation identified again at %s (shard %d)", id.At.Format("15:04:05.000"), id.Shard)
+		}
+	}
+	for _, r := range rec.Resumes {
+		if _, ok := old[r.SessionID]; ok && r.At.After(written) {
+			t.Errorf("an old session was resumed at %s: it must never have stopped", r.At.Format("15:04:05.000"))
+		}
+	}
+	for sid, s := range w.sessionsOf(reshardFrom) {
+		if _, ok := old[sid]; !ok || !s.Live || s.Invalid {
+			t.Errorf("old generation session %s (shard %d): known before %v, live %v, invalid %v", sid, s.Shard, ok, s.Live, s.Invalid)
+		}
+	}
+	w.noRuleBroken(rec)
+	v := w.verdict(time.Time{})
+	w.note("dispatches: %d guild dispatches written, %d stored once, %d missing, %d duplicated", v.keys, v.stored, v.missing, v.duplicated)
+	if len(v.problems) > 0 {
+		sort.Strings(v.problems)
+		t.Fatalf("exactly once broken (%d problems), first: %s", len(v.problems), strings.Join(v.problems[:min(10, len(v.problems))], "; "))
+	}
+}
+
+func TestReshardAutoReactsToClose4011(t *testing.T) {
+	w := startReshardWorld(t, 3, map[string]string{"RESHARD": "auto", "RESHARD_CHECK_INTERVAL": "1h"})
+	w.eventually("generation 1 READY", 60*time.Second, func() bool { return w.ready(1, reshardFrom) })
+	// The bot grew: a shard of four would now hold too many guilds, and
+	// Discord recommends eight. Only a new IDENTIFY learns it, with 4011.
+	w.f.sim.SetRecommendedShards(reshardTo)
+	w.f.sim.SetMaxGuildsPerShard(reshardGuilds/reshardTo + 2)
+	if err := w.f.sim.InvalidSession(0, false); err != nil {
+		t.Fatal(err)
+	}
+	w.eventually("an IDENTIFY closed with 4011", 30*time.Second, func() bool {
+		for _, id := range w.f.sim.Record().Identifies {
+			if id.Outcome == discordsim.IdentifyShardingRequired {
+				return true
+			}
+		}
+		return false
+	})
+	w.note("shard 0 closed with 4011")
+	w.eventually("generation 2 of 8 shards in force", 90*time.Second, func() bool {
+		g := w.generations()
+		return len(g) == 1 && g[0].Generation == 2 && g[0].TotalShards == reshardTo
+	})
+	w.note("RESHARD=auto resharded to %d shards", reshardTo)
+	found := false
+	for _, p := range w.f.procs {
+		if strings.Contains(p.logTail(400), "close_4011=true") {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("no instance logged the resharding it started for the 4011")
+	}
+	w.noRuleBroken(w.f.sim.Record())
+}
