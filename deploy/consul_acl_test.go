@@ -127,8 +127,9 @@ func forbidden(err error) bool {
 // TestConsulPolicyIsEnoughForTheWholeLifecycleAndNoMore runs the discovery
 // package's every Consul operation with a token holding only the policy of
 // deploy/consul, on an agent that denies by default: shard plan, register,
-// session, pool claim, identify lock, hand-off, take-over, deregister. Then
-// it checks the token can do nothing beyond its service and KV prefix.
+// session, pool claim, identify lock, checkpoint, hand-off, take-over,
+// deregister. Then it checks the token can do nothing beyond its service and
+// KV prefix.
 func TestConsulPolicyIsEnoughForTheWholeLifecycleAndNoMore(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a Consul agent")
@@ -184,6 +185,8 @@ func TestConsulPolicyIsEnoughForTheWholeLifecycleAndNoMore(t *testing.T) {
 	permit, err := limiter.Acquire(ctx, 0)
 	must("take the identify bucket lock", err)
 	permit.Release(time.Now())
+	must("checkpoint", a.SaveCheckpoints(ctx, sa, pool, []service.ShardHandoff{{ShardID: 0, Handoff: &shard.Handoff{
+		SessionID: "s", ResumeGatewayURL: "wss://resume.example", Seq: 5, Time: time.Now()}}}))
 	must("hand off", a.HandOff(ctx, sa, pool, []service.ShardHandoff{{ShardID: 0, Handoff: &shard.Handoff{
 		SessionID: "s", ResumeGatewayURL: "wss://resume.example", Seq: 7, Time: time.Now()}}}))
 

@@ -39,6 +39,12 @@ type MemberConfig struct {
 	// ConsulTimeout bounds each step of a drain that talks to the discovery
 	// service (hand-off, release, deregistration).
 	ConsulTimeout time.Duration
+	// CheckpointInterval > 0 saves each running shard's resume record to
+	// the hand-off keys that often, under the pool lock, when the
+	// Coordinator is a CheckpointStore (checkpoint.go): a successor then
+	// RESUMEs after a crash too.
+	CheckpointInterval time.Duration
+	CheckpointMetrics  *CheckpointMetrics
 
 	// For the status of an instance without a pool.
 	Publish service.PublishPath
@@ -66,6 +72,8 @@ type Member struct {
 	sessionNew chan struct{} // closed when session changes
 	resumed    []int
 	lastFence  *service.Fence
+
+	checkpoints *Checkpointer // while it runs a pool
 
 	draining  atomic.Bool
 	started   chan struct{}
@@ -306,6 +314,7 @@ func (m *Member) instance(role string, poolID int) Instance {
 func (m *Member) afterStop(cancel context.CancelFunc, done <-chan struct{}) {
 	select {
 	case <-m.abandon:
+		m.stopCheckpoints()
 		m.abandonSession()
 		cancel()
 		<-done
@@ -439,6 +448,7 @@ func (m *Member) own(ctx context.Context, s Session, poolID int, role string) er
 	m.pool, m.poolID, m.resumed = pool, poolID, resumed
 	m.mu.Unlock()
 	m.setRole(role)
+	m.startCheckpoints(s, poolID, pool)
 	identifying := max(len(pool.Shards())-len(resumed), 0)
 	m.cfg.Metrics.Takeovers.WithLabelValues("resume").Add(float64(len(resumed)))
 	m.cfg.Metrics.Takeovers.WithLabelValues("identify").Add(float64(identifying))
@@ -455,6 +465,7 @@ func (m *Member) own(ctx context.Context, s Session, poolID int, role string) er
 		// Fencing: stop every shard before anything else.
 		cancel()
 		<-done
+		m.stopCheckpoints()
 		m.fence(s, poolID, pool)
 		return nil
 	case <-ctx.Done():
@@ -550,6 +561,7 @@ func (m *Member) fence(s Session, poolID int, pool *service.Pool) {
 func (m *Member) drain(pool *service.Pool, poolID int, s Session) (service.DrainResult, error) {
 	res := service.DrainResult{PoolID: -1, Flushed: true}
 	var err error
+	m.stopCheckpoints() // the final records are the drain's
 	if pool != nil {
 		res, err = pool.Drain(context.Background())
 		if err != nil {

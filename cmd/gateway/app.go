@@ -48,6 +48,8 @@ type Main struct {
 	// crashing makes the next stop abrupt, as a crash: no drain, no
 	// hand-off, the Consul session left to expire (tests).
 	crashing atomic.Bool
+	// checkpoints: the static pool's, in SESSION_STATE_FILE (checkpoint.go).
+	checkpoints checkpoints
 	// drainedClean is set by shutdown when the drain acked every event.
 	drainedClean bool
 
@@ -172,6 +174,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 // and the member need nothing: they stop with the run group; the HTTP
 // server has shut down in it too.
 func (m *Main) release() {
+	m.stopStateCheckpoints()
 	if m.commands != nil {
 		m.commands.close()
 		m.commands = nil
@@ -330,7 +333,9 @@ func (m *Main) shutdown() {
 		return
 	}
 	level.Info(m.logger).Log("msg", "shutting down: draining the pool")
+	m.stopStateCheckpoints()
 	res, err := m.core().Drain(context.Background())
+	m.saveFinalState(res, err)
 	if err != nil && !errors.Is(err, service.ErrNotRunning) {
 		level.Error(m.logger).Log("msg", "drain failed", "err", err)
 	}

@@ -46,6 +46,12 @@ type Config struct {
 	// is at or below it; 0 = auto (1% of the total, at least 1).
 	SessionStartReserve int
 
+	// Checkpoints (checkpoint.go): every CheckpointInterval (0: off) each
+	// running shard's resume record is saved, in Consul or, without it, in
+	// SessionStateFile ("" = none).
+	CheckpointInterval time.Duration
+	SessionStateFile   string
+
 	// Consul: on when ConsulHTTPAddr is set.
 	ConsulHTTPAddr  string
 	ConsulHTTPToken string
@@ -249,6 +255,8 @@ var vars = []variable{
 		c.BufferMaxBytes = n
 		return nil
 	}},
+	{"CHECKPOINT_INTERVAL", "5s", "how often each running shard's resume record (session, resume URL, last acked seq) is saved when its acked seq moved, in Consul under the pool lock or in SESSION_STATE_FILE, so that the successor (or a restart) RESUMEs after a crash; 0s = never (a crash then costs an IDENTIFY per shard and the dispatches read but not acked)", setCheckpointInterval},
+	{"SESSION_STATE_FILE", "", "without Consul: a file on a persistent volume that keeps the resume records (written atomically on the CHECKPOINT_INTERVAL schedule and after a drain, read at startup); its directory must exist and be writable", setStateFile},
 	{"CONSUL_HTTP_ADDR", "", "Consul agent HTTP API (host:port or http(s)://host:port); set: register in Consul, claim the pool id when POOL_ID is unset, coordinate identifies across instances, hand sessions over on drain", func(c *Config, v string) error {
 		if v == "" {
 			c.ConsulHTTPAddr = ""
@@ -403,6 +411,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	if !failed["CONSUL_SESSION_TTL"] && !failed["CONSUL_LOCK_DELAY"] {
 		errs = append(errs, fencingMargin(c)) // fleet.go; nil when safe
 	}
+	errs = append(errs, checkpointSettings(c)) // checkpoint.go; nil when consistent
 	c.PoolIDSet = getenv("POOL_ID") != "" || setByFlag[flagName("POOL_ID")]
 	return c, errors.Join(errs...)
 }

@@ -26,6 +26,7 @@ func TestParseConfigDefaults(t *testing.T) {
 		IdentifyWindow: 5 * time.Second, BackoffBase: time.Second, BackoffMax: time.Minute,
 		ServiceName: "discord-gateway", KVPrefix: "discord-gateway", SessionTTL: 15 * time.Second, LockDelay: 15 * time.Second,
 		CheckInterval: 10 * time.Second, CheckFailures: 3, DeregisterAfter: time.Minute, HandoffMaxAge: 3 * time.Minute,
+		CheckpointInterval: 5 * time.Second,
 	}
 	if c != want {
 		t.Fatalf("got  %+v\nwant %+v", c, want)
@@ -165,6 +166,15 @@ var badValues = map[string][]struct{ value, msg string }{
 	"CONSUL_DEREGISTER_AFTER": {
 		{"", `invalid CONSUL_DEREGISTER_AFTER: "" must be a duration between 1m and 168h`},
 		{"30s", `invalid CONSUL_DEREGISTER_AFTER: "30s" must be a duration between 1m and 168h`},
+	},
+	"CHECKPOINT_INTERVAL": {
+		{"", `invalid CHECKPOINT_INTERVAL: "" must be 0s (off) or a duration between 1s and 5m`},
+		{"500ms", `invalid CHECKPOINT_INTERVAL: "500ms" must be 0s (off) or a duration between 1s and 5m`},
+		{"10m", `invalid CHECKPOINT_INTERVAL: "10m" must be 0s (off) or a duration between 1s and 5m`},
+	},
+	"SESSION_STATE_FILE": {
+		{"/no-such-dir/sessions.json", `invalid SESSION_STATE_FILE: "/no-such-dir/sessions.json": directory /no-such-dir: stat /no-such-dir: no such file or directory`},
+		{"/", `invalid SESSION_STATE_FILE: "/": is a directory, not a file`},
 	},
 	"HANDOFF_MAX_AGE": {
 		{"", `invalid HANDOFF_MAX_AGE: "" must be a duration between 1s and 1h`},

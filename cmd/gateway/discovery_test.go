@@ -330,7 +330,8 @@ func TestConsulSpareTakesOverADeadOwnersPoolWithAFreshIdentify(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			f := startFleet(t, fleetOptions{total: 2, perPool: 2, env: map[string]string{"CONSUL_CHECK_INTERVAL": tc.checkInterval}})
+			// Without checkpoints: this is the crash that leaves no record.
+			f := startFleet(t, fleetOptions{total: 2, perPool: 2, env: map[string]string{"CONSUL_CHECK_INTERVAL": tc.checkInterval, "CHECKPOINT_INTERVAL": "0s"}})
 			owner, spare := f.startOwnerAndSpare()
 
 			died := time.Now()
@@ -356,7 +357,9 @@ func TestConsulSpareTakesOverADeadOwnersPoolWithAFreshIdentify(t *testing.T) {
 }
 
 func TestConsulDrainHandsTheSessionsToTheSpareByResumeWithoutLossOrDuplicates(t *testing.T) {
-	f := startFleet(t, fleetOptions{total: 2, perPool: 2, sim: discordsim.Config{EventRate: 100}})
+	// Without checkpoints, which would write the successor's records where
+	// the drain's were consumed (crash_test.go covers them).
+	f := startFleet(t, fleetOptions{total: 2, perPool: 2, sim: discordsim.Config{EventRate: 100}, env: map[string]string{"CHECKPOINT_INTERVAL": "0s"}})
 	owner, spare := f.startOwnerAndSpare()
 	owner.eventually("events flowing", 30*time.Second, func() bool { return owner.streamCount("EVENTS")+owner.streamCount("COMMANDS") > 300 })
 
@@ -545,14 +548,14 @@ func TestConsulStaleHandOffRecordsFallBackToIdentify(t *testing.T) {
 	}{
 		{
 			name: "older than HANDOFF_MAX_AGE: not resumed",
-			o:    fleetOptions{total: 2, perPool: 2, env: map[string]string{"HANDOFF_MAX_AGE": "1s"}},
+			o:    fleetOptions{total: 2, perPool: 2, env: map[string]string{"HANDOFF_MAX_AGE": "1s", "CHECKPOINT_INTERVAL": "0s"}},
 			stale: func(f *fleet, owner *testEnv, recorded time.Time) {
 				owner.eventually("records older than HANDOFF_MAX_AGE", 10*time.Second, func() bool { return time.Since(recorded) > 1200*time.Millisecond })
 			},
 		},
 		{
 			name: "forgotten by Discord: op 9 then IDENTIFY",
-			o:    fleetOptions{total: 2, perPool: 2, sim: discordsim.Config{SessionTimeout: time.Second}},
+			o:    fleetOptions{total: 2, perPool: 2, sim: discordsim.Config{SessionTimeout: time.Second}, env: map[string]string{"CHECKPOINT_INTERVAL": "0s"}},
 			stale: func(f *fleet, owner *testEnv, _ time.Time) {
 				owner.eventually("sessions expired in the simulator", 20*time.Second, func() bool {
 					for _, s := range f.sim.Sessions() {

@@ -54,6 +54,7 @@ func (m *Main) openFleet() error {
 		Publish: m.buffer, Broker: m.broker(), Breaker: m.breakerState(),
 		Metrics: metrics, Logger: m.logger,
 	}
+	m.memberConfig = m.withCheckpoints(m.memberConfig) // checkpoint.go
 	member := discovery.NewMember(m.memberConfig)
 	m.mu.Lock()
 	m.member = member
@@ -142,10 +143,11 @@ func fencingMargin(c Config) error {
 // openStaticPool builds the pool POOL_ID, run without Consul.
 func (m *Main) openStaticPool() {
 	m.poolDrain = drainBudget(m.Config.DrainTimeout)
-	pool := m.newPool(m.Config.PoolID, nil)
+	pool := m.newPool(m.Config.PoolID, m.stateFileRecords())
 	m.mu.Lock()
 	m.pool = pool
 	m.mu.Unlock()
+	m.startStateCheckpoints(pool) // checkpoint.go: SESSION_STATE_FILE
 }
 
 // newPool builds pool id; a shard with a hand-off record RESUMEs it. Each

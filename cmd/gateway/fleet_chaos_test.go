@@ -34,7 +34,9 @@ import (
 // Throughout and at the end: no shard live on two connections at once, no
 // Discord rule broken, every dispatch stored exactly once (or lost only with
 // a session a fault took away, and then only its tail), a drained pool's
-// successor RESUMEs, no goroutine or heap growth in the instances.
+// successor RESUMEs, a killed owner's successor RESUMEs every session that
+// had a checkpoint (so a kill loses nothing), no goroutine or heap growth in
+// the instances.
 const (
 	fleetShards  = 4 // two pools of two
 	fleetPerPool = 2
@@ -99,7 +101,9 @@ func TestFleetChaosKeepsOneOwnerPerShardAndEveryEventOnce(t *testing.T) {
 	lc, excused := r.checkLedger(rec, stored)
 	lc.problems = append(streamProblems, lc.problems...)
 	drains := r.checkDrains(rec)
+	kills := r.checkKills(rec)
 	r.report(lc, excused, drains, rec, base, end, dur, seed)
+	r.reportKills(kills)
 	if len(lc.problems) > 0 {
 		t.Errorf("stream vs simulator ledger: %d problems:\n%s", len(lc.problems), strings.Join(lastN(lc.problems, 40), "\n"))
 	}
@@ -144,6 +148,7 @@ type fleetRun struct {
 	busy     map[string]bool
 	natsDown bool
 	drains   []*drainEvent
+	kills    []*killEvent
 
 	problems          []string
 	reported          map[string]bool // overlaps and violations already judged
@@ -367,7 +372,7 @@ type fleetFault struct {
 }
 
 var fleetFaults = []fleetFault{
-	{"kill", 1, (*fleetRun).kill},
+	{"kill", 2, (*fleetRun).kill}, // twice a round: a kill must cost nothing now (checkKills)
 	{"stop", 1, (*fleetRun).stop},
 	{"partition", 1, (*fleetRun).partition},
 	{"drain", 1, (*fleetRun).drain},
@@ -422,13 +427,15 @@ func (r *fleetRun) pick(owner bool) *gwProc {
 }
 
 // kill SIGKILLs an owner; the orchestrator starts a replacement 0.5-2 s
-// later.
+// later. The sessions with a checkpoint in Consul at that moment must be
+// RESUMEd by the successor (checkKills).
 func (r *fleetRun) kill() bool {
 	p := r.pick(true)
 	if p == nil {
 		return false
 	}
 	ev := r.note(p, fmt.Sprintf("SIGKILL (pid %d)", p.pid))
+	r.kills = append(r.kills, &killEvent{ev: ev, proc: p.name, sessions: r.checkpointed(ev.shards)})
 	p.signal(syscall.SIGKILL)
 	ev.until = time.Now()
 	r.later(time.Duration(500+r.rng.IntN(1500))*time.Millisecond, r.replace)

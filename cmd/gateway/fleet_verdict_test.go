@@ -1,26 +1,32 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/shardpool/gateway/internal/discordsim"
 	"github.com/shardpool/gateway/service/event"
+	"github.com/shardpool/gateway/service/shard"
 )
 
 // The verdicts of the fleet chaos run, from the simulator's records and the
 // faults it injected.
 
 // abandoningFaults take a session away from its instance without a hand-off:
-// the new owner identifies, and what was written to the old connection after
-// the instance stopped reading it is gone, as it would be with Discord.
+// when the new owner identifies, what was written to the old connection after
+// the instance stopped reading it is gone, as it would be with Discord. A
+// session the new owner RESUMEs from a checkpoint is not abandoned: its last
+// connection is the new owner's, and every dispatch of it must be stored
+// (checkKills requires that RESUME after a kill).
 var abandoningFaults = map[string]bool{"kill": true, "stop": true, "partition": true, "consul_restart": true}
 
 // causeWindow is how long after a fault ended its consequences may still
@@ -558,6 +564,34 @@ func TestFleetVerdictsOnMadeUpRecords(t *testing.T) {
 		}
 	})
 
+	t.Run("kills", func(t *testing.T) {
+		ev := &faultEvent{kind: "kill", target: "gw1", at: at(1000), until: at(1000), shards: []int{0, 1}}
+		k := &killEvent{ev: ev, proc: "gw1", sessions: map[int]string{0: "a"}} // shard 1 had no checkpoint yet
+		resumed := discordsim.Record{
+			ShardConns: []discordsim.ShardConn{conn(1, "gw1", "a", 0, 1000), conn(2, "gw2", "a", 9000, -1)},
+			Resumes:    []discordsim.Resume{{Shard: 0, SessionID: "a", ConnID: 2, Outcome: discordsim.ResumeResumed}},
+		}
+		identified := discordsim.Record{
+			ShardConns: []discordsim.ShardConn{conn(1, "gw1", "a", 0, 1000), conn(2, "gw2", "b", 9000, -1)},
+		}
+		for _, tc := range []struct {
+			name                                     string
+			rec                                      discordsim.Record
+			events                                   []*faultEvent
+			resumed, interfered, unrecorded, problem int
+		}{
+			{"successor resumed the checkpoint", resumed, []*faultEvent{ev}, 1, 0, 1, 0},
+			{"successor identified a checkpointed shard", identified, []*faultEvent{ev}, 0, 0, 1, 1},
+			{"identified after a Consul restart in between", identified, []*faultEvent{ev, {kind: "consul_restart", at: at(3000), until: at(3300)}}, 0, 1, 1, 0},
+		} {
+			r := &fleetRun{t: t, start: t0, kills: []*killEvent{k}, events: tc.events}
+			v := r.checkKills(tc.rec)
+			if v.resumed != tc.resumed || v.interfered != tc.interfered || v.unrecorded != tc.unrecorded || len(v.problems) != tc.problem {
+				t.Errorf("%s: %+v; want %d resumed, %d interfered, %d unrecorded, %d problems", tc.name, v, tc.resumed, tc.interfered, tc.unrecorded, tc.problem)
+			}
+		}
+	})
+
 	t.Run("drains", func(t *testing.T) {
 		d := &drainEvent{ev: drain, proc: "gw1", pool: 0, sessions: map[int]string{0: "a"}}
 		resumed := discordsim.Record{
@@ -584,4 +618,98 @@ func TestFleetVerdictsOnMadeUpRecords(t *testing.T) {
 			}
 		}
 	})
+}
+
+// killEvent is the SIGKILL of an owner: its shards' sessions that had a
+// checkpoint must be RESUMEd by the successor.
+type killEvent struct {
+	ev       *faultEvent
+	proc     string
+	sessions map[int]string // shard → its live session, checkpointed in Consul when killed
+}
+
+// checkpointed returns, of shards, those whose live session has a
+// checkpoint in Consul now.
+func (r *fleetRun) checkpointed(shards []int) map[int]string {
+	out := map[int]string{}
+	pairs, _, err := r.f.consul.Client().KV().List("fleet-chaos/handoff/", nil)
+	if err != nil {
+		r.logf("kill: cannot read the checkpoints: %v", err)
+		return out
+	}
+	saved := map[int]string{}
+	for _, p := range pairs {
+		var h shard.Handoff
+		id, err := strconv.Atoi(p.Key[strings.LastIndex(p.Key, "/")+1:])
+		if err == nil && json.Unmarshal(p.Value, &h) == nil {
+			saved[id] = h.SessionID
+		}
+	}
+	for _, id := range shards {
+		if sid := r.f.sim.CurrentSession(id); sid != "" && saved[id] == sid {
+			out[id] = sid
+		}
+	}
+	return out
+}
+
+// killVerdict sums up the kills.
+type killVerdict struct {
+	kills, shards, resumed, interfered, unrecorded int
+	problems                                       []string
+}
+
+// checkKills checks that each killed owner's checkpointed session was next
+// claimed by its successor's RESUME, unless another fault came in between;
+// a shard without a checkpoint yet (a pool taken over less than an
+// interval before) identifies, and is counted.
+func (r *fleetRun) checkKills(rec discordsim.Record) killVerdict {
+	var v killVerdict
+	others := map[string]bool{"kill": true, "stop": true, "partition": true, "consul_restart": true}
+	for _, k := range r.kills {
+		v.kills++
+		for _, shard := range k.ev.shards {
+			v.shards++
+			sid, ok := k.sessions[shard]
+			if !ok {
+				v.unrecorded++
+				continue
+			}
+			next := firstClaimAfter(rec, shard, k.ev.at, k.proc)
+			if next != nil && resumedOn(rec, next.ConnID, sid) {
+				v.resumed++
+				continue
+			}
+			to := rec.At
+			if next != nil {
+				to = next.Claimed
+			}
+			if ev := faultBetween(r.events, k.ev.at.Add(time.Nanosecond), to, others); ev != nil {
+				v.interfered++
+				r.logf("kill of %s at %s: shard %d not resumed, %s at %s came in between", k.proc, r.since(k.ev.at), shard, ev.kind, r.since(ev.at))
+				continue
+			}
+			how := "never claimed again"
+			if next != nil {
+				how = fmt.Sprintf("next claimed by %s at %s without resuming it", next.Label, r.since(next.Claimed))
+			}
+			v.problems = append(v.problems, fmt.Sprintf("kill of %s at %s: shard %d's checkpointed session %s was %s", k.proc, r.since(k.ev.at), shard, short(sid), how))
+		}
+	}
+	r.problems = append(r.problems, v.problems...)
+	return v
+}
+
+func (r *fleetRun) reportKills(v killVerdict) {
+	r.t.Logf("fleet chaos: kills %d (%d shards): %d resumed by the successor from a checkpoint, %d with another fault in between, %d without a checkpoint yet (identified), %d problems",
+		v.kills, v.shards, v.resumed, v.interfered, v.unrecorded, len(v.problems))
+	// The Consul writes checkpoints add, per instance alive at the end
+	// (over its whole life: spare time included).
+	for _, p := range r.f.live() {
+		writes, records := checkpointWrites(p)
+		life := time.Since(p.started).Seconds()
+		r.t.Logf("fleet chaos: checkpoints of %s (%s): %.0f transactions (%.3f/s), %.0f records (%.3f/s) in %.0f s; refused %.0f, failed %.0f",
+			p.name, p.role(), writes, writes/life, records, records/life, life,
+			metric(p, `gateway_session_checkpoint_writes_total{result="refused"}`), metric(p, `gateway_session_checkpoint_writes_total{result="failed"}`))
+	}
 }

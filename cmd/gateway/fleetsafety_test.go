@@ -131,7 +131,8 @@ func TestConsulSecondInstanceWithTheSamePoolIDStandsByAndTakesOverWhenTheOwnerLe
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			f := startFleet(t, fleetOptions{total: 4, perPool: 2, env: map[string]string{"POOL_ID": "0"}})
+			// Without checkpoints: a crash leaves no record (crash_test.go has them).
+			f := startFleet(t, fleetOptions{total: 4, perPool: 2, env: map[string]string{"POOL_ID": "0", "CHECKPOINT_INTERVAL": "0s"}})
 			owner := f.start(1)[0]
 			owner.waitShardsReady(2)
 			standby := f.start(1)[0]

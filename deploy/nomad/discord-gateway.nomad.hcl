@@ -145,7 +145,36 @@ job "discord-gateway" {
         # Read by the Go runtime: collect harder near the memory limit
         # instead of being OOM-killed (see resources).
         GOMEMLIMIT = "400MiB"
+        # Checkpoints: every 5 s (CHECKPOINT_INTERVAL, the default) each
+        # shard's resume record goes to Consul under the pool lock, so the
+        # successor of a crashed (SIGKILL, OOM-killed) instance RESUMEs too.
       }
+
+      # A single instance without Consul (CONSUL_HTTP_ADDR unset, POOL_ID
+      # set, count = 1) keeps those records in SESSION_STATE_FILE on a
+      # persistent volume instead, so that it RESUMEs after a crash or a
+      # restart. The root filesystem is read-only: the file needs a volume,
+      # writable by the image's user. Uncomment, with in the group
+      #
+      #   volume "state" {
+      #     type      = "host"
+      #     source    = "discord-gateway-state" # host_volume in the client's config
+      #     read_only = false
+      #   }
+      #
+      # and in this task
+      #
+      #   volume_mount {
+      #     volume      = "state"
+      #     destination = "/var/lib/discord-gateway"
+      #   }
+      #
+      # and in env
+      #
+      #   SESSION_STATE_FILE = "/var/lib/discord-gateway/sessions.json"
+      #
+      # Only one instance may use the file: two would resume the same
+      # sessions.
 
       # Secrets come from Nomad variables (the job's workload identity may
       # read nomad/jobs/discord-gateway), rendered into the task's private
