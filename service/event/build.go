@@ -4,6 +4,8 @@ import (
 	"crypto/sha1"
 	"strconv"
 	"time"
+	"unicode/utf8"
+	"unsafe"
 
 	"github.com/google/uuid"
 
@@ -80,16 +82,17 @@ func build(eventType, subject string, shardID int, sessionID string, seq int64, 
 	}
 	guild, channel, user := r.guild(t), r.channelID.Value, r.user()
 
-	eventID := ID(shardID, sessionID, seq)
-	// One allocation of the exact size: the constant parts, then the
+	// One buffer of at least the exact size: the constant parts, then the
 	// variable ones. IDs are copied as they appear in d, still escaped,
 	// because the scanner has checked that they are valid JSON strings.
+	// Event.ID and GuildID are strings over the body's bytes (see Release).
 	const fixed = len(`{"event_id":"","event_type":"","shard_id":,"timestamp":,"guild_id":,"channel_id":,"user_id":,"data":}`)
-	n := fixed + len(eventID) + len(eventType) + 20 + 20 +
+	n := fixed + uuidLen + len(eventType) + 20 + 20 +
 		jsonLen(guild) + jsonLen(channel) + jsonLen(user) + len(d)
-	b := make([]byte, 0, n)
-	b = append(b, `{"event_id":"`...)
-	b = append(b, eventID...)
+	ev = newEvent(n)
+	b := append(ev.Body[:0], `{"event_id":"`...)
+	idAt := len(b)
+	b = appendUUID(b, id(shardID, sessionID, seq))
 	b = append(b, `","event_type":"`...)
 	b = append(b, eventType...)
 	b = append(b, `","shard_id":`...)
@@ -97,6 +100,7 @@ func build(eventType, subject string, shardID int, sessionID string, seq int64, 
 	b = append(b, `,"timestamp":`...)
 	b = strconv.AppendInt(b, receivedAt.UnixMilli(), 10)
 	b = append(b, `,"guild_id":`...)
+	guildAt := len(b) + 1
 	b = appendID(b, d, guild)
 	b = append(b, `,"channel_id":`...)
 	b = appendID(b, d, channel)
@@ -106,16 +110,45 @@ func build(eventType, subject string, shardID int, sessionID string, seq int64, 
 	b = append(b, d...)
 	b = append(b, '}')
 
-	return &Event{
-		ID:         eventID,
+	*ev = Event{
+		ID:         unsafe.String(&b[idAt], uuidLen),
 		Type:       eventType,
 		Subject:    subject,
 		ShardID:    shardID,
 		Seq:        seq,
-		GuildID:    text(d, guild),
+		GuildID:    textAt(b, guildAt, d, guild),
 		ReceivedAt: receivedAt,
 		Body:       b,
-	}, true, nil
+	}
+	return ev, true, nil
+}
+
+// textAt decodes the ID v of d like text, as a string over its copy in the
+// body at b[at:] when it needs no decoding (IDs always: digits).
+func textAt(b []byte, at int, d []byte, v jsonscan.Value) string {
+	if v.Kind != jsonscan.String {
+		return ""
+	}
+	content := v.Content(d)
+	if v.Escaped || len(content) == 0 || !utf8.Valid(content) {
+		return v.Text(d)
+	}
+	return unsafe.String(&b[at], len(content))
+}
+
+// uuidLen is the length of a UUID's text.
+const uuidLen = 36
+
+// appendUUID appends u as uuid.UUID.String formats it.
+func appendUUID(b []byte, u uuid.UUID) []byte {
+	const hex = "0123456789abcdef"
+	for i, c := range u {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			b = append(b, '-')
+		}
+		b = append(b, hex[c>>4], hex[c&0x0f])
+	}
+	return b
 }
 
 // jsonLen is the length of the ID v encoded in the body: quoted, or null.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"sort"
+	"strings"
 )
 
 // Compact returns a copy of ev whose data keeps only the top-level scalar
@@ -46,6 +47,7 @@ func Compact(ev *Event) (*Event, error) {
 	}
 	b = append(b, `},"data_truncated":true}`...)
 	out := *ev
-	out.Body = b
+	// Its own copies: ev's ID and GuildID share ev's body (see Release).
+	out.ID, out.GuildID, out.Body = strings.Clone(ev.ID), strings.Clone(ev.GuildID), b
 	return &out, nil
 }

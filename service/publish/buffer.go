@@ -94,9 +94,10 @@ type Buffer struct {
 	ticket  uint64
 	pause   pause         // spaces out retries after failed acks
 	shards  map[int]bool  // shards whose drop series exist
+	free    []*item       // items to reuse (see recycle)
 	wake    chan struct{} // sender wake-up, cap 1
-	space   chan struct{} // closed and replaced whenever room frees up
-	idle    chan struct{} // closed and replaced whenever events drops to 0
+	space   chan struct{} // closed when room frees up; nil while nobody waits
+	idle    chan struct{} // closed when events drops to 0; nil while nobody waits
 	closed  bool
 	stop    context.CancelFunc
 	stopped chan struct{}
@@ -109,7 +110,12 @@ type item struct {
 	size    int64     // of the event as accepted; ev may be compacted later
 	compact bool      // ev is the compact form of the event accepted
 	sent    time.Time // of the latest attempt
+	settle  Done      // b.settle of this item, bound once: items are reused
 }
+
+// maxFree bounds the items kept for reuse: enough for the events in flight
+// at any normal rate, not the whole of a buffer that filled in an outage.
+const maxFree = 4096
 
 // NewBuffer starts a buffer in front of next. Close stops it.
 func NewBuffer(next Publisher, cfg BufferConfig) *Buffer {
@@ -127,8 +133,6 @@ func NewBuffer(next Publisher, cfg BufferConfig) *Buffer {
 		next: next, cfg: cfg, logger: cfg.Logger,
 		pause:   pause{min: cfg.RetryWait, max: max(cfg.MaxRetryWait, cfg.RetryWait)},
 		wake:    make(chan struct{}, 1),
-		space:   make(chan struct{}),
-		idle:    make(chan struct{}),
 		stop:    cancel,
 		stopped: make(chan struct{}),
 	}
@@ -142,6 +146,9 @@ func (b *Buffer) Publish(ctx context.Context, ev *event.Event, done Done) error 
 	size := int64(ev.Size())
 	b.mu.Lock()
 	for !b.closed && b.events > 0 && !b.fits(size) {
+		if b.space == nil {
+			b.space = make(chan struct{})
+		}
 		space := b.space
 		b.mu.Unlock()
 		start := time.Now()
@@ -165,13 +172,28 @@ func (b *Buffer) Publish(ctx context.Context, ev *event.Event, done Done) error 
 		b.newShard(ev.ShardID)
 	}
 	b.ticket++
-	b.queue = append(b.queue, &item{ticket: b.ticket, ev: ev, done: done, size: size})
+	it := b.newItem()
+	it.ticket, it.ev, it.done, it.size = b.ticket, ev, done, size
+	b.queue = append(b.queue, it)
 	b.events++
 	b.bytes += size
 	b.gauges()
 	b.mu.Unlock()
 	b.signal()
 	return nil
+}
+
+// newItem returns an unused item; b.mu is held.
+func (b *Buffer) newItem() *item {
+	if n := len(b.free); n > 0 {
+		it := b.free[n-1]
+		b.free[n-1] = nil
+		b.free = b.free[:n-1]
+		return it
+	}
+	it := &item{}
+	it.settle = func(err error) { b.settle(it, err) }
+	return it
 }
 
 // newShard creates the shard's drop series at 0, so that the first drop is
@@ -249,12 +271,11 @@ func (b *Buffer) send(ctx context.Context) {
 			}
 		}
 		it.sent = time.Now()
-		err := b.next.Publish(ctx, it.ev, func(err error) { b.settle(it, err) })
+		err := b.next.Publish(ctx, it.ev, it.settle)
 		if err == nil {
 			continue
 		}
-		var rej *RejectedError
-		if errors.As(err, &rej) {
+		if rej, ok := asRejected(err); ok {
 			b.reject(it, rej)
 			continue
 		}
@@ -279,21 +300,19 @@ func (b *Buffer) requeue(it *item) {
 
 // settle is the ack callback of the next layer.
 func (b *Buffer) settle(it *item, err error) {
-	var rej *RejectedError
-	switch {
-	case err == nil:
-		b.mu.Lock()
-		b.pause.succeeded()
-		b.mu.Unlock()
-		b.release(it)
-		it.done(nil)
-	case errors.As(err, &rej):
-		b.reject(it, rej)
-	default:
-		// Not connected any more, a timeout, an election, storage full:
-		// the event is fine, the broker is not; try again after a pause.
-		b.retryAfterPause(it)
+	if err == nil {
+		done := it.done
+		b.finish(it, true)
+		done(nil)
+		return
 	}
+	if rej, ok := asRejected(err); ok {
+		b.reject(it, rej)
+		return
+	}
+	// Not connected any more, a timeout, an election, storage full: the
+	// event is fine, the broker is not; try again after a pause.
+	b.retryAfterPause(it)
 }
 
 // retryAfterPause puts a failed event back in line and makes the sender
@@ -352,8 +371,9 @@ func (b *Buffer) drop(it *item, rej *RejectedError) {
 	level.Error(b.logger).Log("msg", "event dropped: JetStream refuses it whole and in compact form; its shard's resume point moves past it",
 		"event_id", it.ev.ID, "event_type", it.ev.Type, "shard_id", it.ev.ShardID, "seq", it.ev.Seq,
 		"guild_id", it.ev.GuildID, "reason", rej.Reason, "bytes", len(it.ev.Body), "err", rej.Err)
-	b.release(it)
-	it.done(nil)
+	done := it.done
+	b.finish(it, false)
+	done(nil)
 }
 
 // waitPause waits out the pause after failed acks, if any; false when ctx
@@ -378,16 +398,41 @@ func (b *Buffer) waitPause(ctx context.Context) bool {
 
 func (b *Buffer) release(it *item) {
 	b.mu.Lock()
+	b.released(it)
+	b.mu.Unlock()
+}
+
+// finish releases an item whose done is due with nil, and takes it back
+// for reuse: the next layer has called its settle, its one reference left.
+// acked ends a pause after failed acks. The caller calls done (saved
+// first) afterwards.
+func (b *Buffer) finish(it *item, acked bool) {
+	b.mu.Lock()
+	if acked {
+		b.pause.succeeded()
+	}
+	b.released(it)
+	if len(b.free) < maxFree {
+		*it = item{settle: it.settle}
+		b.free = append(b.free, it)
+	}
+	b.mu.Unlock()
+}
+
+// released takes it out of the counts and wakes who waits for room or for
+// the buffer to empty; b.mu is held.
+func (b *Buffer) released(it *item) {
 	b.events--
 	b.bytes -= it.size
 	b.gauges()
-	close(b.space)
-	b.space = make(chan struct{})
-	if b.events == 0 {
-		close(b.idle)
-		b.idle = make(chan struct{})
+	if b.space != nil {
+		close(b.space)
+		b.space = nil
 	}
-	b.mu.Unlock()
+	if b.events == 0 && b.idle != nil {
+		close(b.idle)
+		b.idle = nil
+	}
 }
 
 func (b *Buffer) gauges() {
@@ -411,6 +456,9 @@ func (b *Buffer) Flush(ctx context.Context) error {
 		if b.events == 0 {
 			b.mu.Unlock()
 			return nil
+		}
+		if b.idle == nil {
+			b.idle = make(chan struct{})
 		}
 		idle := b.idle
 		b.mu.Unlock()
@@ -440,8 +488,10 @@ func (b *Buffer) Close() {
 	left = append(left, b.queue[b.head:]...)
 	left = append(left, b.retry...)
 	b.queue, b.head, b.retry = nil, 0, nil
-	close(b.space)
-	b.space = make(chan struct{})
+	if b.space != nil {
+		close(b.space)
+		b.space = nil
+	}
 	b.mu.Unlock()
 	for _, it := range left {
 		b.release(it)

@@ -66,22 +66,48 @@ func Instrumenting(m *RouteMetrics) Middleware {
 		mu.Unlock()
 		return s
 	}
+	var calls sync.Pool
+	calls.New = func() any {
+		c := &instrumentedCall{pool: &calls}
+		c.acked = c.ack
+		return c
+	}
 	return func(next Publisher) Publisher {
 		return PublisherFunc(func(ctx context.Context, ev *event.Event, done Done) error {
 			s := get(ev.ShardID)
-			err := next.Publish(ctx, ev, func(err error) {
-				if err != nil {
-					s.failures.Inc()
-				} else {
-					s.routed.Inc()
-					s.duration.Observe(time.Since(ev.ReceivedAt).Seconds())
-				}
-				done(err)
-			})
+			c := calls.Get().(*instrumentedCall)
+			c.series, c.receivedAt, c.done = s, ev.ReceivedAt, done
+			err := next.Publish(ctx, ev, c.acked)
 			if err != nil {
+				c.series, c.done = nil, nil
+				calls.Put(c) // not accepted: its done will not be called
 				s.failures.Inc()
 			}
 			return err
 		})
 	}
+}
+
+// instrumentedCall is an event in flight through Instrumenting: its done,
+// wrapped. Calls are reused, with acked bound once, so that an event costs
+// no closure.
+type instrumentedCall struct {
+	series     *shardSeries
+	receivedAt time.Time
+	done       Done
+	acked      Done // ack
+	pool       *sync.Pool
+}
+
+func (c *instrumentedCall) ack(err error) {
+	s, receivedAt, done := c.series, c.receivedAt, c.done
+	c.series, c.done = nil, nil
+	c.pool.Put(c)
+	if err != nil {
+		s.failures.Inc()
+	} else {
+		s.routed.Inc()
+		s.duration.Observe(time.Since(receivedAt).Seconds())
+	}
+	done(err)
 }

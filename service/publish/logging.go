@@ -36,23 +36,51 @@ func Logging(logger log.Logger, interval time.Duration) Middleware {
 		mu.Unlock()
 		level.Warn(logger).Log("msg", "publishing to JetStream is failing; events are buffered and retried", "failures", n, "last_err", err)
 	}
+	var calls sync.Pool
+	calls.New = func() any {
+		c := &loggedCall{fail: fail, pool: &calls}
+		c.acked = c.ack
+		return c
+	}
 	return func(next Publisher) Publisher {
 		return PublisherFunc(func(ctx context.Context, ev *event.Event, done Done) error {
-			// An event refused for the message itself is not "failing and
-			// retried": the buffer logs what becomes of it.
-			err := next.Publish(ctx, ev, func(err error) {
-				if err != nil && !IsRejected(err) {
-					fail(ev, "ack", err)
-				}
-				done(err)
-			})
+			c := calls.Get().(*loggedCall)
+			c.ev, c.done = ev, done
+			err := next.Publish(ctx, ev, c.acked)
+			if err == nil {
+				return nil
+			}
+			c.ev, c.done = nil, nil
+			calls.Put(c) // not accepted: its done will not be called
 			// Refusals by an open breaker are expected; the breaker logs its
-			// own transitions.
+			// own transitions. An event refused for the message itself is
+			// not "failing and retried": the buffer logs what becomes of it.
 			refused := errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) || IsRejected(err)
-			if err != nil && ctx.Err() == nil && !refused {
+			if ctx.Err() == nil && !refused {
 				fail(ev, "publish", err)
 			}
 			return err
 		})
 	}
+}
+
+// loggedCall is an event in flight through Logging: its done, wrapped.
+// Calls are reused, with acked bound once, so that an event costs no
+// closure.
+type loggedCall struct {
+	ev    *event.Event
+	done  Done
+	acked Done // ack
+	fail  func(ev *event.Event, stage string, err error)
+	pool  *sync.Pool
+}
+
+func (c *loggedCall) ack(err error) {
+	ev, done, fail := c.ev, c.done, c.fail
+	c.ev, c.done = nil, nil
+	c.pool.Put(c)
+	if err != nil && !IsRejected(err) {
+		fail(ev, "ack", err)
+	}
+	done(err)
 }

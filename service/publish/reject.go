@@ -45,14 +45,25 @@ func (e *RejectedError) Unwrap() error { return e.Err }
 
 // IsRejected reports whether err is, or wraps, a *RejectedError.
 func IsRejected(err error) bool {
+	_, ok := asRejected(err)
+	return ok
+}
+
+// asRejected is errors.As for a *RejectedError, without its allocation
+// when err is nil (every acked event).
+func asRejected(err error) (*RejectedError, bool) {
+	if err == nil {
+		return nil, false
+	}
 	var r *RejectedError
-	return errors.As(err, &r)
+	ok := errors.As(err, &r)
+	return r, ok
 }
 
 // asCompact marks a rejection of an event's compact form.
 func asCompact(err error) error {
-	var r *RejectedError
-	if !errors.As(err, &r) || r.Compact {
+	r, ok := asRejected(err)
+	if !ok || r.Compact {
 		return err
 	}
 	c := *r

@@ -170,6 +170,8 @@ type Dispatch struct {
 	Event *event.Event
 	// Err reports a d that could not be routed (malformed).
 	Err error
+
+	published Published // what the Publish action refers to
 }
 
 // Ready is the part of READY the session keeps.
@@ -204,12 +206,9 @@ type (
 		Reason string
 	}
 	// Publish hands Event (dispatch Seq) to the publisher; its ack comes
-	// back as Acked{Gen, Seq}.
-	Publish struct {
-		Event *event.Event
-		Seq   int64
-		Gen   uint64
-	}
+	// back as Acked{Gen, Seq} (or Session.Ack). It is one pointer, to the
+	// dispatch's own record, so that returning it allocates nothing.
+	Publish struct{ *Published }
 	// Dial opens the next connection after After: to URL, resuming or
 	// identifying. Reason and Err say why the previous one ended ("" for
 	// the first).
@@ -226,6 +225,13 @@ type (
 	// Enter reports a new state, for /status, metrics and logs.
 	Enter struct{ State State }
 )
+
+// Published is what a Publish action publishes.
+type Published struct {
+	Event *event.Event
+	Seq   int64
+	Gen   uint64
+}
 
 func (StartHeartbeat) action() {}
 func (SendIdentify) action()   {}
@@ -322,6 +328,10 @@ func NewSession(cfg SessionConfig) *Session {
 	}
 	return s
 }
+
+// Ack is Handle(Acked{gen, seq}) for the publish path, once per event:
+// the input is not boxed into an interface, which would allocate.
+func (s *Session) Ack(gen uint64, seq int64) { s.acks.done(gen, seq) }
 
 // Handle is the protocol: it takes one input and returns what to do, in
 // order. out is reused for the result.
@@ -477,7 +487,8 @@ func (s *Session) onDispatch(out []Action, d *Dispatch) []Action {
 	}
 	s.acks.add(d.Seq, false)
 	gen, _, _ := s.acks.snapshot()
-	return append(out, Publish{Event: d.Event, Seq: d.Seq, Gen: gen})
+	d.published = Published{Event: d.Event, Seq: d.Seq, Gen: gen}
+	return append(out, Publish{&d.published})
 }
 
 func (s *Session) onClosed(out []Action, in Closed) []Action {

@@ -123,6 +123,8 @@ type Shard struct {
 	start *SessionStart
 
 	cmds commands // the command path (commands.go)
+
+	deliveries sync.Pool // of *delivery
 }
 
 // New returns a shard that has not started.
@@ -148,6 +150,7 @@ func New(cfg Config) *Shard {
 			Resume:              cfg.Resume,
 		}),
 	}
+	s.deliveries.New = s.newDelivery
 	s.cfg.Metrics.Ready.WithLabelValues(s.label).Set(0)
 	s.cfg.Metrics.Guilds.WithLabelValues(s.label).Set(0)
 	s.cfg.Metrics.HeartbeatLatency.WithLabelValues(s.label).Set(0)
@@ -487,21 +490,46 @@ func (s *Shard) received(r *reader, d *Dispatch) {
 func (s *Shard) publish(ctx context.Context, l *link, p Publish) {
 	start := time.Now()
 	l.conn.publishStarted(start)
-	err := s.cfg.Publisher.Publish(ctx, p.Event, func(err error) {
-		if err != nil {
-			return // not acked: the resume point stays before it
-		}
-		s.mu.Lock()
-		s.sess.Handle(Acked{Gen: p.Gen, Seq: p.Seq}, nil)
-		s.mu.Unlock()
-		s.routed.Add(1)
-	})
+	d := s.deliveries.Get().(*delivery)
+	d.p = *p.Published
+	err := s.cfg.Publisher.Publish(ctx, p.Event, d.done)
 	l.conn.publishEnded(start)
 	if err != nil && ctx.Err() == nil {
 		// Not accepted and not a shutdown: the resume point stays before
 		// it, so a later RESUME replays it.
 		level.Error(s.logger).Log("msg", "event not accepted for publishing", "event_type", p.Event.Type, "seq", p.Seq, "err", err)
 	}
+}
+
+// delivery is one event on its way to JetStream: what its ack does.
+// Deliveries are reused, with their done bound once, so that publishing an
+// event allocates nothing.
+type delivery struct {
+	s    *Shard
+	p    Published
+	done publish.Done // acked
+}
+
+func (s *Shard) newDelivery() any {
+	d := &delivery{s: s}
+	d.done = d.acked
+	return d
+}
+
+// acked is the event's done: the ack moves the resume point, and the event
+// goes back to event's pool, the publish path being through with it.
+func (d *delivery) acked(err error) {
+	s, p := d.s, d.p
+	d.p = Published{}
+	s.deliveries.Put(d)
+	if err != nil {
+		return // not acked: the resume point stays before it
+	}
+	s.mu.Lock()
+	s.sess.Ack(p.Gen, p.Seq)
+	s.mu.Unlock()
+	s.routed.Add(1)
+	event.Release(p.Event)
 }
 
 // oversized handles a payload dropped for its size: counted, logged with

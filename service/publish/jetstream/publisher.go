@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
@@ -93,6 +94,11 @@ type Publisher struct {
 	// backpressure, and waiting on it honours ctx.
 	slots chan struct{}
 
+	wmu   sync.Mutex // the message being sent, reused (see send)
+	msg   nats.Msg
+	msgID []string // msg.Header's Nats-Msg-Id
+	reply []byte
+
 	mu      sync.Mutex
 	pending map[uint64]publish.Done // events whose done is still to call
 	order   []pendingDeadline       // ids in publish order, for the sweeper
@@ -165,14 +171,6 @@ func (p *Publisher) Publish(ctx context.Context, ev *event.Event, done publish.D
 		return ErrClosed
 	}
 	id := p.nextID.Add(1)
-	var buf [64]byte
-	reply := string(strconv.AppendUint(append(buf[:0], p.inbox...), id, 10))
-	m := &nats.Msg{
-		Subject: ev.Subject,
-		Reply:   reply,
-		Data:    ev.Body,
-		Header:  nats.Header{jetstream.MsgIDHeader: []string{ev.ID}},
-	}
 	// Registered before the publish: the ack can arrive before PublishMsg
 	// returns.
 	p.mu.Lock()
@@ -186,7 +184,7 @@ func (p *Publisher) Publish(ctx context.Context, ev *event.Event, done publish.D
 	p.inFlight++
 	p.mu.Unlock()
 
-	if err := p.nc.PublishMsg(m); err != nil {
+	if err := p.send(ev, id); err != nil {
 		if _, ok := p.take(id); !ok {
 			// Resolved meanwhile (the sweeper saw the disconnect): the
 			// event was accepted and its done called.
@@ -202,6 +200,27 @@ func (p *Publisher) Publish(ctx context.Context, ev *event.Event, done publish.D
 		return err
 	}
 	return nil
+}
+
+// send writes ev to the connection with the reply subject of id. The
+// message, its header and its reply subject are the publisher's own, reused
+// under wmu: PublishMsg copies them into the connection's buffer and keeps
+// nothing, so an event costs no allocation of ours (nats.go still makes
+// one, for the header's bytes).
+func (p *Publisher) send(ev *event.Event, id uint64) error {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	if p.msg.Header == nil {
+		p.msgID = []string{""}
+		p.msg.Header = nats.Header{jetstream.MsgIDHeader: p.msgID}
+	}
+	p.reply = strconv.AppendUint(append(p.reply[:0], p.inbox...), id, 10)
+	p.msg.Subject, p.msg.Data, p.msgID[0] = ev.Subject, ev.Body, ev.ID
+	// Valid until the next send, which is after PublishMsg has copied it.
+	p.msg.Reply = unsafe.String(unsafe.SliceData(p.reply), len(p.reply))
+	err := p.nc.PublishMsg(&p.msg)
+	p.msg.Data, p.msgID[0], p.msg.Reply = nil, "", "" // let go of the event
+	return err
 }
 
 var errorKey = []byte(`"error"`)
