@@ -143,7 +143,9 @@ job "discord-gateway" {
         SERVICE_NAME     = "discord-gateway"
         KV_PREFIX        = "discord-gateway"
         # Read by the Go runtime: collect harder near the memory limit
-        # instead of being OOM-killed (see resources).
+        # instead of being OOM-killed (see resources). Unset, the gateway
+        # would use 90% of the cgroup's limit: memory_max under
+        # oversubscription, above the memory reserved here.
         GOMEMLIMIT = "400MiB"
         # Checkpoints: every 5 s (CHECKPOINT_INTERVAL, the default) each
         # shard's resume record goes to Consul under the pool lock, so the
