@@ -66,12 +66,19 @@ lint: tools
 	$$($(GO) env GOPATH)/bin/staticcheck $(PKGS)
 
 ## bench: Go micro-benchmarks of the hot path, then the pipeline benchmark
-## (simulator + embedded JetStream + the real gateway in one process; a table
-## with same-run ceilings and a naive baseline; PIPELINE_BENCH_PHASES=1,3 to
-## pick phases; writes cmd/gateway/pipeline.cpu.prof)
+## (simulator + embedded JetStream + the real gateway; every figure next to
+## a ceiling or baseline measured in the same run): throughput, the naive
+## baseline, paced route latency at 1k/5k/10k events/s, memory, startup,
+## compression, the 25-shard startup storm and cost against 1/25/100 shards.
+## BENCH_RUNS runs (default 3) give the spread; BENCH_PHASES=3,7 picks
+## phases. Prints the table, writes docs/perf/*.png and results.md and
+## cmd/gateway/pipeline.cpu.prof. About 5 minutes a run on 2 cores
+BENCH_RUNS ?= $(or $(PIPELINE_BENCH_RUNS),3)
+BENCH_PHASES ?= $(PIPELINE_BENCH_PHASES)
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./service/...
-	PIPELINE_BENCH=1 $(GO) test -v -count=1 -run '^TestPipelineBenchmark$$' -timeout 30m ./cmd/gateway
+	PIPELINE_BENCH=1 PIPELINE_BENCH_RUNS=$(BENCH_RUNS) PIPELINE_BENCH_PHASES=$(BENCH_PHASES) \
+	  $(GO) test -v -count=1 -run '^TestPipelineBenchmark$$' -timeout 120m ./cmd/gateway
 
 ## fuzz: each fuzz target for FUZZTIME (CI runs them briefly); seeds are in
 ## the f.Add calls and testdata/fuzz

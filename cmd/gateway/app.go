@@ -70,6 +70,10 @@ type Main struct {
 	gens         *fleetGens             // openFleet: the member of one generation at a time (reshard.go)
 	poolDrain    time.Duration          // openFleet or openStaticPool
 	server       *http.Server           // openHTTPServer
+
+	// routeTap, if set (the pipeline benchmark), wraps the publisher where
+	// the route latency metric is taken, to see each event's receipt → ack.
+	routeTap publish.Middleware
 }
 
 // NewMain returns a Main with the default configuration.

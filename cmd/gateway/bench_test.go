@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"os"
 	"runtime"
@@ -35,6 +34,7 @@ import (
 	"github.com/shardpool/gateway/internal/discordsim"
 	"github.com/shardpool/gateway/internal/natstest"
 	"github.com/shardpool/gateway/service/event"
+	"github.com/shardpool/gateway/service/publish"
 	jspub "github.com/shardpool/gateway/service/publish/jetstream"
 )
 
@@ -75,6 +75,7 @@ type benchWorld struct {
 	ns  *natstest.Server
 	nc  *nats.Conn
 	js  jetstream.JetStream
+	tap publish.Middleware // Main.routeTap of the gateway startGateway starts
 }
 
 func newBenchWorld(t *testing.T, simCfg discordsim.Config, withNATS bool) *benchWorld {
@@ -165,6 +166,7 @@ func (w *benchWorld) startGateway(cfg func(*Config)) (*Main, func()) {
 	m := NewMain()
 	m.Config = c
 	m.LogOutput = io.Discard
+	m.routeTap = w.tap
 	done := make(chan struct{})
 	pprof.Do(context.Background(), pprof.Labels("component", "gateway"), func(ctx context.Context) {
 		go func() {
@@ -473,63 +475,6 @@ func runNaive(t *testing.T, perShard int) throughput {
 	return throughput{events: n, elapsed: end.Sub(start), cpu: gw, total: total}
 }
 
-type latency struct {
-	rate          int
-	p50, p99, max time.Duration
-	n             int
-}
-
-// runLatency measures receipt → stored in JetStream at a fixed rate: the
-// simulator's generator stamps each dispatch, a subscriber on the streams'
-// subjects sees the stored message.
-func runLatency(t *testing.T, rate int, d time.Duration) latency {
-	w := newBenchWorld(t, discordsim.Config{Shards: benchShards, MaxConcurrency: benchShards, LedgerLimit: 1 << 20}, true)
-	defer w.close()
-	m, stop := w.startGateway(nil)
-	defer stop()
-	waitReadyShards(t, m, benchShards)
-	var mu sync.Mutex
-	seen := map[string]time.Time{}
-	for _, subj := range []string{"events.>", "commands.>"} {
-		sub, err := w.nc.Subscribe(subj, func(msg *nats.Msg) {
-			now := time.Now()
-			mu.Lock()
-			seen[msg.Header.Get(jetstream.MsgIDHeader)] = now
-			mu.Unlock()
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer sub.Unsubscribe()
-	}
-	// The simulator's ledger stamps each generated dispatch; the body's own
-	// timestamp (ms) would be too coarse.
-	w.sim.SetEventRate(float64(rate) / benchShards)
-	time.Sleep(d)
-	w.sim.SetEventRate(0)
-	time.Sleep(500 * time.Millisecond)
-	return latencyFrom(t, w.sim, seen, &mu, rate)
-}
-
-func latencyFrom(t *testing.T, sim *discordsim.Server, seen map[string]time.Time, mu *sync.Mutex, rate int) latency {
-	mu.Lock()
-	defer mu.Unlock()
-	var ds []time.Duration
-	for _, d := range sim.Dispatches() {
-		at, ok := seen[event.ID(d.Shard, d.SessionID, d.Seq)]
-		if !ok {
-			continue
-		}
-		ds = append(ds, at.Sub(d.At))
-	}
-	if len(ds) == 0 {
-		t.Fatal("no latency samples")
-	}
-	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-	q := func(p float64) time.Duration { return ds[int(math.Min(float64(len(ds)-1), p*float64(len(ds))))] }
-	return latency{rate: rate, p50: q(0.5), p99: q(0.99), max: ds[len(ds)-1], n: len(ds)}
-}
-
 // runMemory: 25 shards receive 1000 realistic GUILD_CREATEs each; the Go
 // heap the gateway retains per 1000 guilds. The simulator shares the
 // process, so live heap is attributed by allocation site: a heap profile
@@ -663,71 +608,4 @@ func runStartup(t *testing.T) (elapsed, bound time.Duration) {
 		t.Errorf("identify violations during startup: %d", len(v))
 	}
 	return elapsed, shards * window
-}
-
-func TestPipelineBenchmark(t *testing.T) {
-	if os.Getenv("PIPELINE_BENCH") == "" {
-		t.Skip("set PIPELINE_BENCH=1 (make bench) to run the pipeline benchmark")
-	}
-	perShard := 100000 / benchShards
-	if v, err := strconv.Atoi(os.Getenv("PIPELINE_BENCH_EVENTS")); err == nil && v > 0 {
-		perShard = v / benchShards
-	}
-	out := os.Stdout
-	phases := os.Getenv("PIPELINE_BENCH_PHASES") // e.g. "1,4"; empty = all
-	on := func(p string) bool { return phases == "" || strings.Contains(","+phases+",", ","+p+",") }
-	fmt.Fprintf(out, "\n== pipeline benchmark: %d dispatches over %d shards, GOMAXPROCS=%d ==\n", perShard*benchShards, benchShards, runtime.GOMAXPROCS(0))
-
-	// Memory first: the other phases leave garbage and torn-down worlds
-	// behind that would blur a heap difference.
-	var memory string
-	if on("4") {
-		heap, rssMB, guilds := runMemory(t)
-		memory = fmt.Sprintf("\n4. memory after %d guilds (25 shards × 1000 GUILD_CREATEs)\n", guilds) +
-			fmt.Sprintf("   Go heap retained             %9.2f MB per 1k guilds (target <= 2)\n", heap) +
-			fmt.Sprintf("   RSS added (whole process)    %9.2f MB per 1k guilds (simulator included)\n", rssMB)
-	}
-	if on("1") || on("2") {
-		throughputPhases(t, out, perShard)
-	}
-	if on("3") {
-		fmt.Fprintf(out, "\n3. latency, receipt → stored in JetStream\n")
-		for _, rate := range []int{1000, 5000, 10000} {
-			l := runLatency(t, rate, 3*time.Second)
-			fmt.Fprintf(out, "   %5d/s  p50 %8v  p99 %8v  max %8v  (%d events; target p99 < 5ms at 5k/s)\n", rate, l.p50.Round(time.Microsecond), l.p99.Round(time.Microsecond), l.max.Round(time.Microsecond), l.n)
-		}
-	}
-	fmt.Fprint(out, memory)
-	if on("5") {
-		el, bound := runStartup(t)
-		fmt.Fprintf(out, "\n5. startup: 25 shards READY, max_concurrency 1, 100 ms window\n")
-		fmt.Fprintf(out, "   %v against the bound %v → ratio %.3f (target <= 1.05 + a few ms)\n", el.Round(time.Millisecond), bound, float64(el)/float64(bound))
-	}
-	if on("6") {
-		fmt.Fprintf(out, "\n6. transport compression (%d events each)\n", 40000)
-		for _, mode := range []string{"none", "zlib-stream", "zstd-stream"} {
-			r := runGateway(t, 10000, mode, "")
-			fmt.Fprintf(out, "   %-12s %7.0f bytes/event on the wire, %6.2f µs gateway CPU/event, %8.0f events/s\n",
-				mode, r.wire/float64(r.events), float64(r.cpu.Microseconds())/float64(r.events), r.rate())
-		}
-	}
-	fmt.Fprintln(out)
-}
-
-func throughputPhases(t *testing.T, out io.Writer, perShard int) {
-	ours := runGateway(t, perShard, "zlib-stream", "pipeline.cpu.prof")
-	raw := runRawPublish(t, perShard)
-	sim := runSimEmission(t, perShard, "zlib-stream")
-	naive := runNaive(t, perShard)
-	ceiling := math.Min(raw.rate(), sim.rate())
-	fmt.Fprintf(out, "\n1. throughput (first frame sent → last message acked)\n")
-	fmt.Fprintf(out, "   gateway (zlib-stream)        %9.0f events/s\n", ours.rate())
-	fmt.Fprintf(out, "   ceiling: raw JetStream async %9.0f events/s\n", raw.rate())
-	fmt.Fprintf(out, "   ceiling: simulator emission  %9.0f events/s (zlib-stream, to readers that discard)\n", sim.rate())
-	fmt.Fprintf(out, "   ratio to the lower ceiling   %9.2f   (target >= 0.60; ~0.67 is the top on 2 shared cores)\n", ours.rate()/ceiling)
-	fmt.Fprintf(out, "   gateway CPU per event        %9.2f µs (process %.2f µs; target <= 10)\n",
-		float64(ours.cpu.Microseconds())/float64(ours.events), float64(ours.total.Microseconds())/float64(ours.events))
-	fmt.Fprintf(out, "\n2. naive baseline (arikawa typed decode + re-marshal + synchronous publish)\n")
-	fmt.Fprintf(out, "   naive                        %9.0f events/s, %.2f µs CPU per event\n", naive.rate(), float64(naive.cpu.Microseconds())/float64(naive.events))
-	fmt.Fprintf(out, "   speedup                      %9.2fx  (target >= 3)\n", ours.rate()/naive.rate())
 }

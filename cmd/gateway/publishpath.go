@@ -38,6 +38,9 @@ func (m *Main) openPublishPath() error {
 		pub = nb.publisher
 		pub = publish.Oversize(nb.publisher.MaxPayload, publish.NewOversizeCounter(m.reg), m.logger)(pub)
 		pub = publish.Instrumenting(routeMetrics)(pub)
+		if m.routeTap != nil {
+			pub = m.routeTap(pub)
+		}
 		pub = publish.CircuitBreaker(m.breaker)(pub)
 		pub = publish.Logging(m.logger, jspub.DefaultSummaryEvery)(pub)
 	}
