@@ -47,9 +47,9 @@ type crashOptions struct {
 
 const crashShards = 2
 
-func startCrashWorld(t *testing.T, o crashOptions) *crashWorld {
+func startCrashWorld(t *testing.T, bin string, o crashOptions) *crashWorld {
 	t.Helper()
-	f := &procFleet{t: t, bin: buildFleetBinary(t), dir: t.TempDir()}
+	f := &procFleet{t: t, bin: bin, dir: t.TempDir()}
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, p := range f.procs {
@@ -321,17 +321,34 @@ func identifiesAndResumes(rec discordsim.Record) (identifies, resumed map[int]in
 	return identifies, resumed
 }
 
+// TestCrashSafeResume runs the crash tests below on one build of the
+// binary.
+func TestCrashSafeResume(t *testing.T) {
+	bin := buildFleetBinary(t)
+	for _, tc := range []struct {
+		name string
+		test func(*testing.T, string)
+	}{
+		{"SIGKILLed owner's spare resumes every shard and stores every dispatch once", sigkilledOwnersSpareResumesEveryShardAndStoresEveryDispatchOnce},
+		{"frozen owner never writes again after the spare resumed its sessions", frozenOwnerNeverWritesAgainAfterTheSpareResumedItsSessions},
+		{"a record Discord no longer honours costs one IDENTIFY", recordDiscordNoLongerHonoursCostsOneIdentify},
+		{"single instance with a state file resumes after kill -9 and restart", singleInstanceWithAStateFileResumesAfterKillAndRestart},
+	} {
+		t.Run(tc.name, func(t *testing.T) { tc.test(t, bin) })
+	}
+}
+
 // (1) The owner of a pool is SIGKILLed under steady traffic, holding
 // dispatches it had read but JetStream had not acked: the spare RESUMEs
 // every shard from the owner's last checkpoint (no IDENTIFY) and every
 // dispatch is stored exactly once, those among them.
-func TestCrashSIGKILLedOwnersSpareResumesEveryShardAndStoresEveryDispatchOnce(t *testing.T) {
-	w := startCrashWorld(t, crashOptions{consul: true, env: map[string]string{"CHECKPOINT_INTERVAL": "1s"}})
+func sigkilledOwnersSpareResumesEveryShardAndStoresEveryDispatchOnce(t *testing.T, bin string) {
+	w := startCrashWorld(t, bin, crashOptions{consul: true, env: map[string]string{"CHECKPOINT_INTERVAL": "1s"}})
 	owner := w.f.start()
 	waitFor(t, "the owner running its pool", 60*time.Second, func() bool { return running(owner, discovery.RoleOwner) })
 	spare := w.f.start()
 	waitFor(t, "the spare", 60*time.Second, func() bool { return spare.role() == discovery.RoleSpare })
-	time.Sleep(3 * time.Second) // steady traffic, checkpoints written
+	time.Sleep(2 * time.Second) // steady traffic, checkpoints written
 
 	held := w.holdAcks(owner, 10)
 	owner.signal(syscall.SIGKILL)
@@ -342,7 +359,7 @@ func TestCrashSIGKILLedOwnersSpareResumesEveryShardAndStoresEveryDispatchOnce(t 
 	t.Logf("the spare took over %v after the kill; held unacked: %+v", time.Since(killed).Round(time.Millisecond), held)
 	writes, records := checkpointWrites(spare)
 	took := time.Now()
-	time.Sleep(5 * time.Second) // traffic through the successor
+	time.Sleep(3 * time.Second) // traffic through the successor
 	w.checkpointRate(spare, time.Since(took), writes, records, time.Second)
 	w.settle(spare)
 
@@ -362,12 +379,12 @@ func TestCrashSIGKILLedOwnersSpareResumesEveryShardAndStoresEveryDispatchOnce(t 
 // SESSION_STATE_FILE: killed with SIGKILL and started again, it RESUMEs
 // every shard, and every dispatch is stored exactly once, those it had read
 // but not got acked before the kill among them.
-func TestCrashSingleInstanceWithAStateFileResumesAfterKillAndRestart(t *testing.T) {
+func singleInstanceWithAStateFileResumesAfterKillAndRestart(t *testing.T, bin string) {
 	state := filepath.Join(t.TempDir(), "sessions.json")
-	w := startCrashWorld(t, crashOptions{env: map[string]string{"SESSION_STATE_FILE": state, "CHECKPOINT_INTERVAL": "1s"}})
+	w := startCrashWorld(t, bin, crashOptions{env: map[string]string{"SESSION_STATE_FILE": state, "CHECKPOINT_INTERVAL": "1s"}})
 	first := w.startLocal()
 	waitFor(t, "the instance running its pool", 60*time.Second, func() bool { return running(first, "") })
-	time.Sleep(3 * time.Second)
+	time.Sleep(2 * time.Second)
 
 	held := w.holdAcks(first, 10)
 	first.signal(syscall.SIGKILL)
@@ -385,6 +402,27 @@ func TestCrashSingleInstanceWithAStateFileResumesAfterKillAndRestart(t *testing.
 		}
 	}
 	w.storedOnce(held)
+
+	// A clean stop (SIGTERM: drain) writes the final records: the next
+	// start RESUMEs from where the drain left, replaying nothing.
+	w.f.sim.SetEventRate(20)
+	time.Sleep(time.Second)
+	w.settle(again) // quiet, so that nothing is sent while no instance runs
+	again.signal(syscall.SIGTERM)
+	<-again.exited
+	third := w.startLocal()
+	waitFor(t, "the instance started after the drain running its pool", 60*time.Second, func() bool { return running(third, "") })
+	rec := w.f.sim.Record()
+	identifies, resumed = identifiesAndResumes(rec)
+	for shard := range crashShards {
+		if identifies[shard] != 1 || resumed[shard] != 2 {
+			t.Errorf("shard %d after the drain and a start: %d IDENTIFYs and %d RESUMEs resumed, want 1 and 2", shard, identifies[shard], resumed[shard])
+		}
+	}
+	if last := rec.Resumes[len(rec.Resumes)-1]; last.Replayed != 0 {
+		t.Errorf("the RESUME after the drain replayed %d dispatches, want none (the drain's records carry the last acked seq)", last.Replayed)
+	}
+	w.storedOnce(nil)
 }
 
 // recordWatch follows pool 0's hand-off keys in Consul with blocking
@@ -447,13 +485,13 @@ func (rw *recordWatch) end() []recordVersion {
 // never writes a record again (no record goes back to an older seq, its
 // checkpoint writes stay where they were), it opens no connection, and
 // every dispatch is stored exactly once.
-func TestCrashFrozenOwnerNeverWritesAgainAfterTheSpareResumedItsSessions(t *testing.T) {
-	w := startCrashWorld(t, crashOptions{consul: true, env: map[string]string{"CHECKPOINT_INTERVAL": "1s"}})
+func frozenOwnerNeverWritesAgainAfterTheSpareResumedItsSessions(t *testing.T, bin string) {
+	w := startCrashWorld(t, bin, crashOptions{consul: true, env: map[string]string{"CHECKPOINT_INTERVAL": "1s"}})
 	owner := w.f.start()
 	waitFor(t, "the owner running its pool", 60*time.Second, func() bool { return running(owner, discovery.RoleOwner) })
 	spare := w.f.start()
 	waitFor(t, "the spare", 60*time.Second, func() bool { return spare.role() == discovery.RoleSpare })
-	time.Sleep(3 * time.Second)
+	time.Sleep(2 * time.Second)
 	watch := w.watchRecords()
 
 	okBefore := metric(owner, `gateway_session_checkpoint_writes_total{result="ok"}`)
@@ -466,7 +504,7 @@ func TestCrashFrozenOwnerNeverWritesAgainAfterTheSpareResumedItsSessions(t *test
 	owner.signal(syscall.SIGCONT)
 	continued := time.Now()
 	waitFor(t, "the old owner fenced, then a spare again", 60*time.Second, func() bool { return owner.role() == discovery.RoleSpare })
-	time.Sleep(3 * time.Second) // time for a stale write to land
+	time.Sleep(2 * time.Second) // time for a stale write to land
 	w.settle(spare)
 	versions := watch.end()
 	t.Logf("frozen for %v; the spare ran the pool %v after the freeze", continued.Sub(frozen).Round(time.Millisecond), took.Sub(frozen).Round(time.Millisecond))
@@ -513,8 +551,8 @@ func TestCrashFrozenOwnerNeverWritesAgainAfterTheSpareResumedItsSessions(t *test
 // (3) A record Discord no longer honours (the killed owner's sessions
 // expired before the spare took over) costs each shard one RESUME answered
 // by op 9 and one IDENTIFY, not a loop.
-func TestCrashRecordDiscordNoLongerHonoursCostsOneIdentify(t *testing.T) {
-	w := startCrashWorld(t, crashOptions{consul: true, sim: discordsim.Config{SessionTimeout: 2 * time.Second}, env: map[string]string{"CHECKPOINT_INTERVAL": "1s"}})
+func recordDiscordNoLongerHonoursCostsOneIdentify(t *testing.T, bin string) {
+	w := startCrashWorld(t, bin, crashOptions{consul: true, sim: discordsim.Config{SessionTimeout: 2 * time.Second}, env: map[string]string{"CHECKPOINT_INTERVAL": "1s"}})
 	owner := w.f.start()
 	waitFor(t, "the owner running its pool", 60*time.Second, func() bool { return running(owner, discovery.RoleOwner) })
 	spare := w.f.start()
@@ -524,7 +562,7 @@ func TestCrashRecordDiscordNoLongerHonoursCostsOneIdentify(t *testing.T) {
 	owner.signal(syscall.SIGKILL)
 	<-owner.exited
 	waitFor(t, "the spare running the pool", 60*time.Second, func() bool { return running(spare, discovery.RoleOwner) })
-	time.Sleep(5 * time.Second) // a loop would show by now
+	time.Sleep(4 * time.Second) // a loop would show by now
 	rec := w.f.sim.Record()
 	identifies := map[int]int{}
 	for _, id := range rec.Identifies {
