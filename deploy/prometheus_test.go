@@ -106,18 +106,19 @@ func TestPrometheusAlertRulesCoverTheGatewaysFailures(t *testing.T) {
 	// Each failure the gateway can have, and the metric its alert must
 	// read.
 	for alert, metric := range map[string]string{
-		"GatewayShardNotReady":           "gateway_shard_ready",
-		"GatewayPoolNotReady":            "gateway_shards_ready",
-		"GatewayCircuitBreakerOpen":      "gateway_circuit_breaker_state",
-		"GatewayRouteFailures":           "gateway_route_failures_total",
-		"GatewayEventsDropped":           "gateway_events_dropped_total",
-		"GatewayPublishBufferFilling":    "gateway_publish_buffer_bytes",
-		"GatewayBackpressure":            "gateway_backpressure_seconds_total",
-		"GatewayIdentifyBudgetLow":       "gateway_session_start_remaining",
-		"GatewayIdentifyBudgetExhausted": "gateway_session_start_remaining",
-		"GatewayIdentifyNearReserve":     "gateway_session_start_reserve",
-		"GatewayIdentifyPaused":          "gateway_session_start_reserve",
-		"GatewayHeartbeatLatencyHigh":    "gateway_heartbeat_latency_seconds",
+		"GatewayShardNotReady":             "gateway_shard_ready",
+		"GatewayPoolNotReady":              "gateway_shards_ready",
+		"GatewayCircuitBreakerOpen":        "gateway_circuit_breaker_state",
+		"GatewayRouteFailures":             "gateway_route_failures_total",
+		"GatewayEventsDropped":             "gateway_events_dropped_total",
+		"GatewayPublishBufferFilling":      "gateway_publish_buffer_bytes",
+		"GatewayBackpressure":              "gateway_backpressure_seconds_total",
+		"GatewayIdentifyBudgetLow":         "gateway_session_start_remaining",
+		"GatewayIdentifyBudgetExhausted":   "gateway_session_start_remaining",
+		"GatewayIdentifyNearReserve":       "gateway_session_start_reserve",
+		"GatewayIdentifyPaused":            "gateway_session_start_reserve",
+		"GatewayHeartbeatLatencyHigh":      "gateway_heartbeat_latency_seconds",
+		"GatewaySessionCheckpointsFailing": "gateway_session_checkpoint_writes_total",
 	} {
 		r, ok := rules[alert]
 		if !ok {

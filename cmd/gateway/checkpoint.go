@@ -91,6 +91,7 @@ func (m *Main) withCheckpoints(mc discovery.MemberConfig) discovery.MemberConfig
 // records of the static pool's shards to RESUME.
 func (m *Main) stateFileRecords() map[int]*shard.Handoff {
 	cfg := m.Config
+	m.checkpointMetrics() // exported without a file too, at 0: one set of metrics in every mode
 	if cfg.SessionStateFile == "" {
 		return nil
 	}
