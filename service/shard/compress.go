@@ -185,33 +185,43 @@ func (s *zlibInput) settle(peek []byte) {
 // zlibDecoder decodes one connection's zlib-stream: a single deflate stream
 // that spans every payload of the connection, flushed at each payload's end.
 //
-// One inflater decodes the whole connection, so the 32 KiB window lives in
-// the inflater alone and is never copied. (The first version reset a reader
-// onto each payload with the window as its preset dictionary: two 32 KiB
-// copies per payload, a third of the inflate time of a small one.) The
-// inflater treats the end of its input as a sticky error, so it must never
-// run into it: after a sync flush the stream sits on a block boundary, and
-// the inflater hands over everything it decoded (the flush) as it reads the
-// suffix's last byte. So a payload is complete when all its input is read
-// and the read that did it returned: the inflater is never asked for more.
+// One inflater decodes the connection, so the 32 KiB window lives in the
+// inflater and is not copied into a new one per payload. (The first
+// version reset a reader onto each payload with the window as its preset
+// dictionary: two 32 KiB copies per payload, a third of the inflate time of
+// a small one.) The inflater treats the end of its input as a sticky error,
+// so it must not be asked for more than the payload: after a sync flush the
+// stream sits on a block boundary, and the inflater hands over what it
+// decoded (flushes) when it reads the flush's empty stored block, the
+// payload's last bytes. Its only other flush is when its 32 KiB history
+// fills up, at every 32 KiB of output; so a read that ends with all the
+// input used and the history not at such a boundary ends the payload.
+//
+// At a boundary the inflater is asked again: it decodes on from the bits
+// it holds, or, when the payload's output ended exactly where the history
+// filled (one payload in 32768), runs into the end of the input. The
+// payload is complete then, but that inflater is done for; the next
+// payload gets a new one with the window kept here as its dictionary.
 type zlibDecoder struct {
 	fr       io.Reader     // the connection's inflater, from the first payload on
 	br       *bufio.Reader // its input, over input
 	input    zlibInput     // the payload being inflated
 	inputErr error         // of the last streamed payload, set by inflate
 	stage    []byte        // output as the inflater returns it
-	peek     [512]byte     // input read to find where a streamed message ends
 	out      []byte        // kept output of the payload
+	window   []byte        // the last 32 KiB of output (or more, up to cap 64 KiB)
+	filled   int           // output since the inflater's history was last full, mod 32 KiB
+	spent    bool          // the inflater ran into the end of a payload: replace it
 	started  bool          // the zlib header was read
+	peek     [512]byte     // input read to find where a streamed message ends
 }
 
-// stageSize exceeds the most one inflater read returns (its 32 KiB window),
-// so every read empties the inflater's pending output: after the read that
-// used the last input byte, nothing is left to ask for.
+// stageSize exceeds the most one inflater read returns (its 32 KiB
+// history), so that a read returns all the inflater has decoded.
 const stageSize = 2 * windowSize
 
 func newZlibDecoder() *zlibDecoder {
-	z := &zlibDecoder{stage: make([]byte, stageSize)}
+	z := &zlibDecoder{stage: make([]byte, stageSize), window: make([]byte, 0, 2*windowSize)}
 	z.br = bufio.NewReaderSize(&z.input, 16<<10)
 	return z
 }
@@ -229,26 +239,52 @@ func (z *zlibDecoder) inflate(keep int) (out []byte, size int64, err error) {
 		n, err := z.fr.Read(z.stage)
 		size += int64(n)
 		z.keepOutput(z.stage[:n], keep)
-		if err != nil {
+		z.remember(z.stage[:n])
+		z.filled = (z.filled + n) % windowSize
+		used := z.br.Buffered() == 0 && z.input.used()
+		switch {
+		case err == io.ErrUnexpectedEOF && used && z.input.err == nil:
+			z.spent = true // the payload ended where the history filled
+			return z.out, size, nil
+		case err != nil:
 			// io.EOF too: a final block ends the connection's stream.
 			z.inputErr = z.input.err
 			return nil, size, err
-		}
-		if z.br.Buffered() > 0 || n == len(z.stage) {
+		case z.br.Buffered() > 0:
 			continue
 		}
-		if !z.input.used() && z.input.atSuffix() {
+		if !used && z.input.atSuffix() {
 			z.input.settle(z.peek[:])
+			used = z.input.used()
 		}
-		if z.input.used() {
+		if used && z.filled != 0 {
 			return z.out, size, nil
 		}
 	}
 }
 
+// remember keeps the last 32 KiB of output for a new inflater, moving it
+// to the front once per 32 KiB rather than per payload.
+func (z *zlibDecoder) remember(b []byte) {
+	if len(b) >= windowSize {
+		z.window = append(z.window[:0], b[len(b)-windowSize:]...)
+		return
+	}
+	if len(z.window)+len(b) > cap(z.window) {
+		n := copy(z.window, z.window[len(z.window)-windowSize:])
+		z.window = z.window[:n]
+	}
+	z.window = append(z.window, b...)
+}
+
 // start reads the zlib header that opens the connection's stream, once,
-// and creates the inflater after it.
+// and creates the inflater after it; it replaces a spent inflater.
 func (z *zlibDecoder) start() error {
+	if z.spent {
+		history := z.window[max(0, len(z.window)-windowSize):]
+		z.spent, z.filled = false, len(history)%windowSize
+		return z.fr.(flate.Resetter).Reset(z.br, history)
+	}
 	if z.started {
 		return nil
 	}
