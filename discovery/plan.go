@@ -23,6 +23,10 @@ type Plan struct {
 	Generation int       `json:"generation"`
 	CreatedAt  time.Time `json:"created_at"`
 	CreatedBy  string    `json:"created_by,omitempty"` // instance id, for operators
+	// HandoverAt is set on a next generation once all of it is READY: the
+	// instant, a little ahead, from which the two generations hand each
+	// guild's dispatches without a content key over (event.Handover).
+	HandoverAt time.Time `json:"handover_at,omitzero"`
 }
 
 // FirstGeneration is the generation of a fleet's first plan.

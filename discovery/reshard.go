@@ -191,6 +191,32 @@ func (c *Consul) CutOver(ctx context.Context, sessionID string, plans Plans) (ok
 	return ok, nil
 }
 
+// ScheduleHandover writes at as the next generation's HandoverAt, holding
+// <KV_PREFIX>/reshard-lock with session sessionID, unless plan-next changed
+// since plans read it. ok is false when another instance did it first.
+func (c *Consul) ScheduleHandover(ctx context.Context, sessionID string, plans Plans, at time.Time) (ok bool, err error) {
+	if plans.Next == nil {
+		return false, ErrNoReshard
+	}
+	release, err := c.reshardLock(ctx, sessionID)
+	if err != nil || release == nil {
+		return false, err
+	}
+	defer release()
+	next := *plans.Next
+	next.HandoverAt = at.UTC()
+	value, _ := json.Marshal(next)
+	ok, _, err = c.txn(ctx, api.KVTxnOps{
+		{Verb: api.KVCheckSession, Key: c.reshardLockKey(), Session: sessionID},
+		{Verb: api.KVCheckIndex, Key: c.NextPlanKey(), Index: plans.nextIndex},
+		{Verb: api.KVSet, Key: c.NextPlanKey(), Value: value},
+	})
+	if err != nil {
+		return false, fmt.Errorf("schedule the hand-over to generation %d: %w", next.Generation, err)
+	}
+	return ok, nil
+}
+
 // reshardLock takes <KV_PREFIX>/reshard-lock with session sessionID: a nil
 // release without an error means another instance holds it.
 func (c *Consul) reshardLock(ctx context.Context, sessionID string) (release func(), err error) {

@@ -140,3 +140,35 @@ func TestProgressCountsClaimedPoolsAndTheReadyShardsTheirOwnersReport(t *testing
 		t.Fatalf("after the owner left: %+v", got)
 	}
 }
+
+func TestScheduleHandoverWritesTheInstantIntoTheNextPlanOnce(t *testing.T) {
+	a := sharedAgent(t)
+	in := newInstance(t, a, prefix(t), 10*time.Second)
+	ctx := ctxTimeout(t, 30*time.Second)
+	in.AgreePlan(ctx, Plan{TotalShards: 4, ShardsPerPool: 2})
+	if _, err := in.StartReshard(ctx, 8, 0, "op"); err != nil {
+		t.Fatal(err)
+	}
+	plans, _ := in.ReadPlans(ctx)
+	s := in.session(t)
+	at := time.Now().Add(2 * time.Second).Truncate(time.Millisecond)
+	if ok, err := in.ScheduleHandover(ctx, s.ID(), plans, at); !ok || err != nil {
+		t.Fatalf("schedule: %v %v", ok, err)
+	}
+	// A second instance reading the same plans is refused: plan-next moved.
+	if ok, err := in.ScheduleHandover(ctx, s.ID(), plans, at.Add(time.Second)); ok || err != nil {
+		t.Fatalf("second schedule: %v %v", ok, err)
+	}
+	after, _ := in.ReadPlans(ctx)
+	if after.Next == nil || !after.Next.HandoverAt.Equal(at) || !after.Next.Same(*plans.Next) {
+		t.Fatalf("next plan %+v, want the hand-over at %s", after.Next, at)
+	}
+	// The cut-over carries it into the plan in force.
+	if ok, err := in.CutOver(ctx, s.ID(), after); !ok || err != nil {
+		t.Fatalf("cut over: %v %v", ok, err)
+	}
+	final, _ := in.ReadPlans(ctx)
+	if !final.Current.HandoverAt.Equal(at) {
+		t.Fatalf("plan in force %+v", final.Current)
+	}
+}

@@ -68,6 +68,9 @@ type Config struct {
 	Reshard              string
 	ReshardCheckInterval time.Duration
 	ReshardIDMargin      time.Duration
+	// ReshardHandoverTimeout: the old generation closes at the latest that
+	// long after the hand-over instant (reshard_ids.go).
+	ReshardHandoverTimeout time.Duration
 	// PoolIDSet is true when POOL_ID was given (environment or flag): with
 	// Consul, an unset POOL_ID means "claim one".
 	PoolIDSet bool
@@ -311,6 +314,7 @@ var vars = []variable{
 	{"HANDOFF_MAX_AGE", "3m", "a hand-off record older than this is not resumed (Discord no longer keeps the session); its shard identifies", durationSetter(func(c *Config, d time.Duration) { c.HandoffMaxAge = d }, time.Second, time.Hour)},
 	{"RESHARD", ReshardManual, "manual: a close 4011 (sharding required) stops the shard and logs the gatewayctl reshard command to run; auto: on 4011, or when /gateway/bot recommends more shards than the plan has, one instance reshards the fleet (with Consul) to the recommendation rounded up to a multiple of max_concurrency", reshardSetter},
 	{"RESHARD_CHECK_INTERVAL", "1h", "with RESHARD=auto, how often an instance compares /gateway/bot's recommended shards with the plan", durationSetter(func(c *Config, d time.Duration) { c.ReshardCheckInterval = d }, time.Second, 7*24*time.Hour)},
+	{"RESHARD_HANDOVER_TIMEOUT", "30s", "at a resharding's cut-over, the old generation keeps serving until each of its sessions has seen, for every guild, a dispatch created after the hand-over instant, or this long; a guild quiet that long is handed over at this deadline", durationSetter(func(c *Config, d time.Duration) { c.ReshardHandoverTimeout = d }, time.Second, 10*time.Minute)},
 	{"RESHARD_ID_MARGIN", "1m", "how long after a resharding's old (or aborted) generation closed events keep their content-derived event_id; keep it well under the stream's duplicate_window (2m by default)", durationSetter(func(c *Config, d time.Duration) { c.ReshardIDMargin = d }, time.Second, time.Hour)},
 }
 

@@ -26,6 +26,7 @@ func TestParseConfigDefaults(t *testing.T) {
 		IdentifyWindow: 5 * time.Second, BackoffBase: time.Second, BackoffMax: time.Minute,
 		ServiceName: "discord-gateway", KVPrefix: "discord-gateway", SessionTTL: 15 * time.Second, LockDelay: 15 * time.Second,
 		CheckInterval: 10 * time.Second, CheckFailures: 3, DeregisterAfter: time.Minute, HandoffMaxAge: 3 * time.Minute,
+		Reshard: "manual", ReshardCheckInterval: time.Hour, ReshardIDMargin: time.Minute, ReshardHandoverTimeout: 30 * time.Second,
 		CheckpointInterval: 5 * time.Second,
 	}
 	if c != want {
@@ -179,6 +180,19 @@ var badValues = map[string][]struct{ value, msg string }{
 	"HANDOFF_MAX_AGE": {
 		{"", `invalid HANDOFF_MAX_AGE: "" must be a duration between 1s and 1h`},
 		{"forever", `invalid HANDOFF_MAX_AGE: "forever" must be a duration between 1s and 1h`},
+	},
+	"RESHARD": {
+		{"", `invalid RESHARD: "" must be manual or auto`},
+		{"sometimes", `invalid RESHARD: "sometimes" must be manual or auto`},
+	},
+	"RESHARD_CHECK_INTERVAL": {
+		{"0s", `invalid RESHARD_CHECK_INTERVAL: "0s" must be a duration between 1s and 168h`},
+	},
+	"RESHARD_HANDOVER_TIMEOUT": {
+		{"1h", `invalid RESHARD_HANDOVER_TIMEOUT: "1h" must be a duration between 1s and 10m`},
+	},
+	"RESHARD_ID_MARGIN": {
+		{"soon", `invalid RESHARD_ID_MARGIN: "soon" must be a duration between 1s and 1h`},
 	},
 }
 

@@ -15,16 +15,21 @@ package main
 //     receive (idPolicy).
 //  2. Every pool of the next generation is claimed and every shard of it
 //     READY (the owners report it in their pool locks): one instance, under
-//     a Consul lock, makes it the plan in force (cutOver).
-//  3. The old generation's owners see it: their shards close with 1000 (the
-//     session ends for good at Discord; no hand-off record), and they join
-//     the new plan in-process as spares (leave, join).
+//     a Consul lock, writes the hand-over instant into the next plan, two
+//     seconds ahead (scheduleHandover); at that instant one instance makes
+//     the next generation the plan in force (cutOver).
+//  3. The old generation's owners see it: once each of their sessions has
+//     passed every guild's hand-over point (or at the deadline) their
+//     shards close with 1000 (the session ends for good at Discord; no
+//     hand-off record), and they join the new plan in-process as spares
+//     (leave, join).
 //  4. An abort deletes the next generation instead: its owners close their
 //     shards the same way and become spares of the plan in force, which
 //     never stopped.
 //
 // Content ids stay on until RESHARD_ID_MARGIN after the overlap ended, for
-// events still in flight from the closed generation.
+// events still in flight from the closed generation. Which generation
+// publishes a dispatch without a content key is reshard_ids.go's.
 
 import (
 	"context"
@@ -57,6 +62,7 @@ type fleetGens struct {
 	closing  bool                           // draining: no more switches
 	reported poolReport
 	overlap  overlapClock
+	handover *handover // the hand-over of keyless dispatches (reshard_ids.go)
 }
 
 var _ service.Service = (*fleetGens)(nil)
@@ -94,28 +100,43 @@ func (m *Main) runFleet(ctx context.Context) error {
 		go g.autoReshard(ctx)
 	}
 	for {
-		member := g.current()
-		mctx, stop := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- member.Run(mctx) }()
+		sw, err := g.runMember(ctx, g.current())
+		if sw == nil {
+			return err
+		}
+		if !g.join(sw.plan) {
+			<-ctx.Done() // draining: the drained member answers until the end
+			return nil
+		}
+	}
+}
+
+// runMember runs member until a switch is due (returned, once the member
+// left), it ends, or ctx ends.
+func (g *fleetGens) runMember(ctx context.Context, member *discovery.Member) (*genSwitch, error) {
+	mctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- member.Run(mctx) }()
+	for {
 		select {
 		case err := <-done:
-			stop()
 			var mismatch *discovery.PlanMismatchError
-			if !errors.As(err, &mismatch) || !g.followPlan(ctx) {
-				return err
+			if plan, ok := g.followPlan(ctx); errors.As(err, &mismatch) && ok {
+				return &genSwitch{plan: plan, why: "the plan moved on"}, nil
 			}
+			return nil, err
 		case sw := <-g.switches:
+			if !g.stillDue(sw) {
+				continue // decided before the last switch: stale
+			}
 			g.leave(member, sw)
 			stop()
 			<-done
-			if !g.join(sw.plan) {
-				<-ctx.Done() // draining: the drained member answers until the end
-				return nil
-			}
+			return &sw, nil
 		case <-ctx.Done():
 			stop()
-			return <-done
+			return nil, <-done
 		}
 	}
 }
@@ -136,16 +157,19 @@ func (g *fleetGens) joinNextAtStart(ctx context.Context) {
 }
 
 // followPlan handles a member that found the fleet's plan is no longer its
-// own (a cut-over or abort it missed while it had no session): it joins the
-// plan in force. false when the plan did not move (a real mismatch).
-func (g *fleetGens) followPlan(ctx context.Context) bool {
+// own (a cut-over or abort it missed while it had no session): the plan in
+// force to join, false when the plan did not move (a real mismatch).
+func (g *fleetGens) followPlan(ctx context.Context) (discovery.Plan, bool) {
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	plans, err := g.consul.ReadPlans(rctx)
-	if err != nil || plans.Current.Same(g.plan) || plans.Current.ShardsPerPool < 1 {
-		return false
+	g.mu.Lock()
+	mine := g.plan
+	g.mu.Unlock()
+	if err != nil || plans.Current.Same(mine) || plans.Current.ShardsPerPool < 1 {
+		return discovery.Plan{}, false
 	}
-	return g.join(plans.Current)
+	return plans.Current, true
 }
 
 // leave ends member: a spare just leaves; an owner whose generation is
@@ -155,7 +179,7 @@ func (g *fleetGens) leave(member *discovery.Member, sw genSwitch) {
 	pool := member.Pool()
 	if sw.retire && pool != nil {
 		if sw.why == "cut over" {
-			time.Sleep(retireGrace)
+			g.awaitHandover(pool)
 		}
 		for _, s := range pool.Shards() {
 			s.EndForGood()
@@ -202,6 +226,16 @@ func (m *Main) joinGeneration(coord *discovery.PlanCoordinator, plan discovery.P
 	return member
 }
 
+// stillDue reports whether sw is still what decide would say: a switch
+// queued while the previous one ran may be stale.
+func (g *fleetGens) stillDue(sw genSwitch) bool {
+	g.mu.Lock()
+	plans := g.plans
+	g.mu.Unlock()
+	now, ok := g.decide(plans)
+	return ok && now.plan.Same(sw.plan)
+}
+
 func (g *fleetGens) current() *discovery.Member {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -241,13 +275,44 @@ func (g *fleetGens) observe(ctx context.Context, plans discovery.Plans) {
 		default: // one is pending; the next round decides again
 		}
 	}
-	if g.nextComplete() {
+	g.advance(ctx, plans)
+}
+
+// advance moves a next generation whose shards are all READY on: first
+// the hand-over instant, a moment ahead, written into its plan; at that
+// instant, the cut-over.
+func (g *fleetGens) advance(ctx context.Context, plans discovery.Plans) {
+	switch {
+	case plans.Next == nil:
+	case plans.Next.HandoverAt.IsZero():
+		if g.nextComplete() {
+			g.scheduleHandover(ctx, plans)
+		}
+	case !time.Now().Before(plans.Next.HandoverAt):
 		g.cutOver(ctx, plans)
+	}
+}
+
+// scheduleHandover writes the hand-over instant: tried by every instance
+// that sees the next generation complete, done by the one holding the lock.
+func (g *fleetGens) scheduleHandover(ctx context.Context, plans discovery.Plans) {
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	sid, err := g.current().SessionID(sctx)
+	if err != nil {
+		return
+	}
+	at := time.Now().Add(handoverLead)
+	if ok, err := g.consul.ScheduleHandover(sctx, sid, plans, at); err != nil {
+		level.Warn(g.m.logger).Log("msg", "reshard: cannot schedule the hand-over; retrying", "err", err)
+	} else if ok {
+		level.Info(g.m.logger).Log("msg", "reshard: every shard of the next generation READY; hand-over written", "at", at.Format(time.RFC3339Nano))
 	}
 }
 
 // observePlans keeps the plans and starts or ends the overlap clock.
 func (g *fleetGens) observePlans(plans discovery.Plans) {
+	g.observeHandover(plans.Next)
 	g.mu.Lock()
 	prev := g.plans
 	g.plans = plans
@@ -260,7 +325,13 @@ func (g *fleetGens) observePlans(plans discovery.Plans) {
 			"total_shards", plans.Next.TotalShards, "created_at", plans.Next.CreatedAt.Format(time.RFC3339Nano), "created_by", plans.Next.CreatedBy)
 	case plans.Next == nil && prev.Next != nil:
 		cut := plans.Current.Same(*prev.Next)
-		g.overlap.end(now, cut, g.m.Config.ReshardIDMargin)
+		margin := g.m.Config.ReshardIDMargin
+		if cut {
+			margin += g.m.Config.ReshardHandoverTimeout // the old sessions may serve that much longer
+		} else {
+			g.dropHandover(plans.Current.Generation)
+		}
+		g.overlap.end(now, cut, margin)
 		level.Info(g.m.logger).Log("msg", "reshard: overlap over", "cut_over", cut, "generation_in_force", plans.Current.Generation)
 	}
 }

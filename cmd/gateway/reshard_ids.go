@@ -1,10 +1,22 @@
 package main
 
 import (
+	"strings"
+	"sync"
 	"time"
 
+	"github.com/go-kit/log/level"
+
+	"github.com/shardpool/gateway/discovery"
+	"github.com/shardpool/gateway/service"
 	"github.com/shardpool/gateway/service/event"
+	"github.com/shardpool/gateway/service/shard"
 )
+
+// handoverLead is how far ahead the hand-over instant is written: every
+// instance must know it before it comes (a Consul blocking query tells
+// them within milliseconds).
+const handoverLead = 2 * time.Second
 
 // The event ids of a resharding's overlap. While two generations run, a
 // guild's dispatch reaches a session of each; JetStream must store one copy.
@@ -17,49 +29,147 @@ import (
 //     and the stream's duplicate_window drops the second.
 //   - A type without one (a member leaving, a member update, a guild
 //     joining or leaving: the same payload can be two events) keeps its
-//     (shard, session, seq) id and is published by one generation only: the
-//     generation in force (and an older one until its sessions close); a
-//     next or aborted generation drops it. At the cut-over the new
-//     generation starts publishing them as soon as it sees the cut-over,
-//     and the old one stops when its sessions close, 300 ms after seeing
-//     it (retireGrace): such events received in that moment by both
-//     generations are stored twice, never lost (README: "Resharding").
+//     (shard, session, seq) id and is published by exactly one generation.
+//     Until the hand-over, the generation in force publishes it and the
+//     next one drops it. Once every shard of the next generation is READY,
+//     one instance writes the hand-over instant At (a moment ahead) into
+//     the next plan; from then on each session finds each guild's
+//     hand-over point, the guild's first dispatch whose content key is a
+//     snowflake created at or after At (event.Handover): the old
+//     generation publishes the guild's keyless dispatches before it, the
+//     new one those after it. The old sessions close once they passed the
+//     point of every guild they hold, or at At + RESHARD_HANDOVER_TIMEOUT;
+//     guilds quiet until then are handed over at that deadline, where a
+//     keyless dispatch may be stored twice or not at all.
 
-// retireGrace is how long an old generation keeps serving after it saw the
-// cut-over, so that the new one, seeing it at about the same time, already
-// publishes the types without a content key when the old one stops.
-const retireGrace = 300 * time.Millisecond
+// handover is this instance's side of the hand-over to generation to.
+type handover struct {
+	to       int
+	at       time.Time
+	deadline time.Time
+
+	mu       sync.Mutex
+	sessions map[int]*sessionHandover // by shard id
+}
+
+// sessionHandover is one shard's session's hand-over points.
+type sessionHandover struct {
+	session string
+	points  *event.Handover
+}
+
+// of returns the hand-over points of shard's session (new ones for a new
+// session).
+func (h *handover) of(shardID int, session string) *event.Handover {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s := h.sessions[shardID]
+	if s == nil || s.session != session {
+		s = &sessionHandover{session: session, points: event.NewHandover(h.at)}
+		h.sessions[shardID] = s
+	}
+	return s.points
+}
+
+// passedAll reports whether sh's session passed the hand-over point of
+// every guild it holds.
+func (h *handover) passedAll(sh *shard.Shard) bool {
+	h.mu.Lock()
+	s := h.sessions[sh.ID()]
+	h.mu.Unlock()
+	return s != nil && s.points.PassedGuilds() >= sh.Guilds()
+}
 
 // rewriteEvent returns the shard's event hook for the pools of the
 // generation the instance is joining (nil without Consul).
-func (m *Main) rewriteEvent() func(ev *event.Event, t string, d []byte) *event.Event {
+func (m *Main) rewriteEvent() func(ev *event.Event, session, t string, d []byte) *event.Event {
 	if m.gens == nil {
 		return nil
 	}
 	g, gen := m.gens, m.plan.fleet.Generation
-	return func(ev *event.Event, t string, d []byte) *event.Event {
+	return func(ev *event.Event, session, t string, d []byte) *event.Event {
 		if !g.overlap.contentIDs(ev.ReceivedAt) {
 			return ev
 		}
-		if ok, err := event.UseContentID(ev, t, d); ok || err != nil {
-			if ok {
-				g.metrics.contentIDEvents.Inc()
-			}
-			return ev // err: a body not built by Build; its own id stays
+		keyed, err := event.UseContentID(ev, t, d)
+		if keyed {
+			g.metrics.contentIDEvents.Inc()
 		}
-		if g.publishesUnkeyed(gen) {
-			return ev
+		publish := g.publishesKeyless(gen, ev, session, t, d)
+		if keyed || err != nil || publish {
+			return ev // err: a body not built by Build; its own id stays
 		}
 		g.metrics.unkeyedSkipped.Inc()
 		return nil
 	}
 }
 
-// publishesUnkeyed reports whether generation gen publishes the dispatch
-// types without a content key: the generation in force and older ones do,
-// a next (or aborted) one does not.
-func (g *fleetGens) publishesUnkeyed(gen int) bool {
+// publishesKeyless reports whether generation gen publishes ev, should
+// it have no content key, and feeds the hand-over points.
+func (g *fleetGens) publishesKeyless(gen int, ev *event.Event, session, t string, d []byte) bool {
+	g.mu.Lock()
+	h, current := g.handover, g.plans.Current.Generation
+	g.mu.Unlock()
+	if h == nil || gen > h.to {
+		return gen <= current // no hand-over: the generation in force publishes
+	}
+	points := h.of(ev.ShardID, session)
+	if ev.ReceivedAt.After(h.deadline) {
+		points.Settle()
+	}
+	// A copy: ev.GuildID lies in the event's pooled body, reused once the
+	// event is acked, and Observe keeps the guild of a point in a map.
+	points.Observe(ev.Seq, strings.Clone(ev.GuildID), t, d)
+	after := points.After(ev.GuildID, ev.Seq)
+	if gen == h.to {
+		return after
+	}
+	return !after
+}
+
+// observeHandover starts this instance's side of a hand-over when the next
+// plan names its instant.
+func (g *fleetGens) observeHandover(p *discovery.Plan) {
+	if p == nil || p.HandoverAt.IsZero() {
+		return
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return gen <= g.plans.Current.Generation
+	if g.handover != nil && g.handover.to >= p.Generation && g.handover.at.Equal(p.HandoverAt) {
+		return
+	}
+	g.handover = &handover{to: p.Generation, at: p.HandoverAt, deadline: p.HandoverAt.Add(g.m.Config.ReshardHandoverTimeout),
+		sessions: map[int]*sessionHandover{}}
+	level.Info(g.m.logger).Log("msg", "reshard: hand-over scheduled", "generation", p.Generation,
+		"at", p.HandoverAt.Format(time.RFC3339Nano), "deadline", g.handover.deadline.Format(time.RFC3339Nano))
+}
+
+// dropHandover forgets a hand-over to a generation that was aborted.
+func (g *fleetGens) dropHandover(inForce int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.handover != nil && g.handover.to > inForce {
+		g.handover = nil
+	}
+}
+
+// awaitHandover holds an old generation's pool until each of its sessions
+// passed every guild's hand-over point, or the deadline.
+func (g *fleetGens) awaitHandover(pool *service.Pool) {
+	g.mu.Lock()
+	h := g.handover
+	g.mu.Unlock()
+	if h == nil {
+		return
+	}
+	for time.Now().Before(h.deadline) {
+		done := true
+		for _, s := range pool.Shards() {
+			done = done && (!s.Ready() || h.passedAll(s))
+		}
+		if done {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -90,11 +90,12 @@ type Config struct {
 	Metrics       *Metrics
 	Logger        log.Logger
 
-	// RewriteEvent, when set, sees each built event with its dispatch
-	// (t, d) before it is published, and returns the event to publish
-	// (nil: none). A resharding's overlap gives events content-derived ids
-	// with it (cmd/gateway/reshard_ids.go).
-	RewriteEvent func(ev *event.Event, t string, d []byte) *event.Event
+	// RewriteEvent, when set, sees each built event with its session and
+	// dispatch (t, d) before it is published, on the read goroutine in seq
+	// order, and returns the event to publish (nil: none). A resharding's
+	// overlap gives events content-derived ids with it
+	// (cmd/gateway/reshard_ids.go).
+	RewriteEvent func(ev *event.Event, session, t string, d []byte) *event.Event
 
 	// Resume, when set, makes the first connection RESUME this session.
 	Resume *Handoff
@@ -420,7 +421,7 @@ func (s *Shard) decode(r *reader, at time.Time) (Input, error) {
 		}
 		d.Event, _, d.Err = s.cfg.Commands.Events.BuildScanned(s.cfg.ID, r.session, env.S, env.T, env.D, &env.Fields, at)
 		if d.Event != nil && s.cfg.RewriteEvent != nil {
-			d.Event = s.cfg.RewriteEvent(d.Event, env.T, env.D)
+			d.Event = s.cfg.RewriteEvent(d.Event, r.session, env.T, env.D)
 		}
 		return d, nil
 	case opHeartbeat:
