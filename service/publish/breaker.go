@@ -76,6 +76,17 @@ func (cb *Breaker) before() (uint64, error) {
 func (cb *Breaker) after(gen uint64, err error) {
 	cb.mu.Lock()
 	defer cb.mu.Unlock()
+	if err == nil && cb.state == gobreaker.StateClosed {
+		// The common case, without the clock: a closed breaker's
+		// generation may have expired unseen, but the next before()
+		// clears its counts anyway, this success included.
+		if gen == cb.generation {
+			cb.counts.TotalSuccesses++
+			cb.counts.ConsecutiveSuccesses++
+			cb.counts.ConsecutiveFailures = 0
+		}
+		return
+	}
 	now := time.Now()
 	state, current := cb.current(now)
 	switch {

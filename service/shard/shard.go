@@ -489,7 +489,12 @@ func (s *Shard) received(r *reader, d *Dispatch) {
 // buffer is full, which pauses the socket reads; the conn remembers the
 // pause so that an ACK left unread meanwhile is not taken for a zombie.
 func (s *Shard) publish(ctx context.Context, l *link, p Publish) {
-	start := time.Now()
+	// The socket has not been read since the event's frame was: that is
+	// when the reads paused, and it saves a clock reading per event.
+	start := p.Event.ReceivedAt
+	if start.IsZero() {
+		start = time.Now()
+	}
 	l.conn.publishStarted(start)
 	d := s.deliveries.Get().(*delivery)
 	d.p = *p.Published
