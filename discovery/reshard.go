@@ -124,8 +124,12 @@ func (c *Consul) StartReshard(ctx context.Context, total, perPool int, by string
 	if total == plans.Current.TotalShards && perPool == plans.Current.ShardsPerPool {
 		return Plan{}, fmt.Errorf("%w: total_shards %d", ErrSamePlan, total)
 	}
+	used, err := c.lastUsedGeneration(ctx)
+	if err != nil {
+		return Plan{}, err
+	}
 	next := Plan{
-		TotalShards: total, ShardsPerPool: perPool, Generation: plans.Current.Generation + 1,
+		TotalShards: total, ShardsPerPool: perPool, Generation: max(plans.Current.Generation, used) + 1,
 		CreatedAt: time.Now().UTC(), CreatedBy: by,
 	}
 	value, _ := json.Marshal(next)
@@ -142,6 +146,27 @@ func (c *Consul) StartReshard(ctx context.Context, total, perPool int, by string
 		return Plan{}, fmt.Errorf("%w (%s)", ErrReshardInProgress, txnErrors(resp))
 	}
 	return next, nil
+}
+
+// lastUsedGeneration is the highest generation that has pool locks or
+// hand-off records in Consul. A next generation is numbered past it, never
+// reusing an aborted one's number: its owners' records (checkpoints of
+// sessions with another shard count) would otherwise be resumed.
+func (c *Consul) lastUsedGeneration(ctx context.Context) (int, error) {
+	last := 0
+	for _, dir := range []string{"/pools/", "/handoff/"} {
+		prefix := c.cfg.KVPrefix + dir
+		keys, _, err := c.client.KV().Keys(prefix, "/", (&api.QueryOptions{}).WithContext(ctx))
+		if err != nil {
+			return 0, fmt.Errorf("list the generations under %s: %w", prefix, err)
+		}
+		for _, k := range keys {
+			if g, err := strconv.Atoi(strings.Trim(strings.TrimPrefix(k, prefix), "/")); err == nil {
+				last = max(last, g)
+			}
+		}
+	}
+	return last, nil
 }
 
 // AbortReshard deletes the next generation's plan, unless the cut-over

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/consul/api"
 )
 
 func TestStartReshardWritesTheNextGenerationBesideThePlanAndRefusesASecond(t *testing.T) {
@@ -62,9 +64,17 @@ func TestAbortReshardDropsTheNextGenerationAndLeavesThePlan(t *testing.T) {
 	if err != nil || plans.Next != nil || !plans.Current.Same(current) {
 		t.Fatalf("after abort: %+v %+v %v", plans.Current, plans.Next, err)
 	}
-	// A later resharding gets the next generation number again.
+	// A later resharding gets the next generation number again, unless the
+	// aborted one left pool locks or records: then never its number.
 	if next, err := in.StartReshard(ctx, 6, 0, "op"); err != nil || next.Generation != current.Generation+1 {
 		t.Fatalf("restart: %+v %v", next, err)
+	}
+	in.AbortReshard(ctx)
+	if _, err := in.client.KV().Put(&api.KVPair{Key: prefix(t) + "/handoff/2/0/1", Value: []byte(`{}`)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if next, err := in.StartReshard(ctx, 6, 0, "op"); err != nil || next.Generation != 3 {
+		t.Fatalf("after an aborted generation 2 with records: %+v %v, want generation 3", next, err)
 	}
 }
 
