@@ -517,3 +517,17 @@ func TestReshardAutoReactsToClose4011(t *testing.T) {
 	}
 	w.noRuleBroken(w.f.sim.Record())
 }
+
+func TestReshardAutoFollowsTheRecommendationRoundedToMaxConcurrency(t *testing.T) {
+	w := startReshardWorld(t, 3, map[string]string{"RESHARD": "auto", "RESHARD_CHECK_INTERVAL": "1s"})
+	w.eventually("generation 1 READY", 60*time.Second, func() bool { return w.ready(1, reshardFrom) })
+	// /gateway/bot now recommends 6; max_concurrency is 4, so the new
+	// generation has 8 shards and its buckets fill evenly.
+	w.f.sim.SetRecommendedShards(6)
+	w.eventually("generation 2 of 8 shards in force", 90*time.Second, func() bool {
+		g := w.generations()
+		return len(g) == 1 && g[0].Generation == 2 && g[0].TotalShards == reshardTo
+	})
+	w.note("RESHARD=auto followed the recommendation of 6: %d shards", reshardTo)
+	w.noRuleBroken(w.f.sim.Record())
+}
