@@ -85,32 +85,36 @@ type Buffer struct {
 	cfg    BufferConfig
 	logger log.Logger
 
-	mu      sync.Mutex
-	queue   []*item // FIFO; queue[head:] is live
-	head    int
-	retry   itemHeap // failed events, oldest ticket first
-	events  int
-	bytes   int64
-	ticket  uint64
-	pause   pause         // spaces out retries after failed acks
-	shards  map[int]bool  // shards whose drop series exist
-	free    []*item       // items to reuse (see recycle)
-	wake    chan struct{} // sender wake-up, cap 1
-	space   chan struct{} // closed when room frees up; nil while nobody waits
-	idle    chan struct{} // closed when events drops to 0; nil while nobody waits
-	closed  bool
-	stop    context.CancelFunc
-	stopped chan struct{}
+	mu     sync.Mutex
+	queue  []*item // FIFO; queue[head:] is live
+	head   int
+	retry  itemHeap // failed events, oldest ticket first
+	events int
+	bytes  int64
+	ticket uint64
+	// attempts counts the events taken to be sent, so that an attempt's
+	// number tells whether it was made before a pause began (the clock
+	// is not read per event for it).
+	attempts uint64
+	pause    pause         // spaces out retries after failed acks
+	shards   map[int]bool  // shards whose drop series exist
+	free     []*item       // items to reuse (see recycle)
+	wake     chan struct{} // sender wake-up, cap 1
+	space    chan struct{} // closed when room frees up; nil while nobody waits
+	idle     chan struct{} // closed when events drops to 0; nil while nobody waits
+	closed   bool
+	stop     context.CancelFunc
+	stopped  chan struct{}
 }
 
 type item struct {
 	ticket  uint64
 	ev      *event.Event
 	done    Done
-	size    int64     // of the event as accepted; ev may be compacted later
-	compact bool      // ev is the compact form of the event accepted
-	sent    time.Time // of the latest attempt
-	settle  Done      // b.settle of this item, bound once: items are reused
+	size    int64  // of the event as accepted; ev may be compacted later
+	compact bool   // ev is the compact form of the event accepted
+	attempt uint64 // the number of its latest attempt (see Buffer.attempts)
+	settle  Done   // b.settle of this item, bound once: items are reused
 }
 
 // maxFree bounds the items kept for reuse: enough for the events in flight
@@ -236,11 +240,16 @@ func (b *Buffer) take() *item {
 		q = b.queue[b.head]
 	}
 	if len(b.retry) > 0 && (q == nil || b.retry[0].ticket < q.ticket) {
-		return heap.Pop(&b.retry).(*item)
+		it := heap.Pop(&b.retry).(*item)
+		b.attempts++
+		it.attempt = b.attempts
+		return it
 	}
 	if q == nil {
 		return nil
 	}
+	b.attempts++
+	q.attempt = b.attempts
 	b.queue[b.head] = nil
 	b.head++
 	if b.head == len(b.queue) {
@@ -270,7 +279,6 @@ func (b *Buffer) send(ctx context.Context) {
 				continue
 			}
 		}
-		it.sent = time.Now()
 		err := b.next.Publish(ctx, it.ev, it.settle)
 		if err == nil {
 			continue
@@ -325,7 +333,7 @@ func (b *Buffer) retryAfterPause(it *item) {
 		it.done(ErrClosed)
 		return
 	}
-	b.pause.failed(it.sent, time.Now())
+	b.pause.failed(it.attempt, b.attempts, time.Now())
 	heap.Push(&b.retry, it)
 	b.mu.Unlock()
 	b.signal()
@@ -381,6 +389,10 @@ func (b *Buffer) drop(it *item, rej *RejectedError) {
 func (b *Buffer) waitPause(ctx context.Context) bool {
 	for {
 		b.mu.Lock()
+		if b.pause.until.IsZero() { // no pause: the common case, without the clock
+			b.mu.Unlock()
+			return true
+		}
 		left := time.Until(b.pause.until)
 		b.mu.Unlock()
 		if left <= 0 {
@@ -509,16 +521,18 @@ func (b *Buffer) Close() {
 type pause struct {
 	min, max time.Duration
 	wait     time.Duration // of the current pause; 0 after an ack
-	start    time.Time     // when the current pause began
+	before   uint64        // the last attempt made before the current pause began
 	until    time.Time     // no attempt before
 }
 
-func (p *pause) failed(sent, now time.Time) {
-	if p.wait > 0 && sent.Before(p.start) {
+// failed records the failure of attempt number attempt, at now, when
+// attempts had been made in all.
+func (p *pause) failed(attempt, attempts uint64, now time.Time) {
+	if p.wait > 0 && attempt <= p.before {
 		return
 	}
 	p.wait = min(max(p.wait*2, p.min), p.max)
-	p.start, p.until = now, now.Add(p.wait)
+	p.before, p.until = attempts, now.Add(p.wait)
 }
 
 func (p *pause) succeeded() {
