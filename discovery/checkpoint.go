@@ -30,7 +30,10 @@ import (
 // older than KeepAlive (a quiet shard's record must not age out of
 // HANDOFF_MAX_AGE while its session lives). A shard that lost its session
 // has its record deleted. So a pool writes at most once per Interval, at
-// most one record per shard.
+// most one record per shard; besides, a session that is new (an IDENTIFY)
+// or gone is saved within a tenth of the interval, so a crash right after
+// an IDENTIFY does not cost another one. Those writes are bounded by the
+// IDENTIFYs, 1 per 5 s per bucket.
 
 // CheckpointSaver saves a batch of records; a nil Handoff deletes that
 // shard's record. It returns an error wrapping ErrLockLost when the instance
@@ -108,9 +111,11 @@ func (c *Checkpointer) run(ctx context.Context) {
 	defer close(c.done)
 	t := time.NewTicker(c.cfg.Interval)
 	defer t.Stop()
-	failing := false
+	poll := time.NewTicker(pollInterval(c.cfg.Interval))
+	defer poll.Stop()
+	failing, all := false, true
 	for {
-		err := c.save(ctx)
+		err := c.save(ctx, all)
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -124,24 +129,40 @@ func (c *Checkpointer) run(ctx context.Context) {
 			level.Info(c.cfg.Logger).Log("msg", "resume records saved again", "pool_id", c.cfg.PoolID)
 		}
 		failing = err != nil
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+		for next := false; !next; {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				all, next = true, true
+			case <-poll.C:
+				// A failing store is tried once per interval only.
+				all, next = false, !failing
+			}
 		}
 	}
 }
 
-// save writes the records that changed, in one batch.
-func (c *Checkpointer) save(ctx context.Context) error {
+// pollInterval is how often a new or lost session is looked for between
+// two scheduled saves.
+func pollInterval(interval time.Duration) time.Duration {
+	return max(interval/10, 100*time.Millisecond)
+}
+
+// save writes in one batch the records that changed (all), or only those
+// whose session is new or gone: a shard that just identified is not left
+// without a record for a whole interval, when a crash would cost a second
+// IDENTIFY.
+func (c *Checkpointer) save(ctx context.Context, all bool) error {
 	now := time.Now()
 	var batch []service.ShardHandoff
 	var current []int // shards whose saved record matches their session
 	for _, s := range c.shards {
 		h, id := s.Handoff(), s.ID()
-		if changed(c.saved[id], h, now, c.cfg.KeepAlive) {
+		switch {
+		case all && changed(c.saved[id], h, now, c.cfg.KeepAlive), !all && newSession(c.saved[id], h):
 			batch = append(batch, service.ShardHandoff{ShardID: id, Handoff: h})
-		} else if h != nil {
+		case all && h != nil:
 			current = append(current, id)
 		}
 	}
@@ -152,6 +173,9 @@ func (c *Checkpointer) save(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	err := c.cfg.Save(sctx, batch)
 	cancel()
+	if err != nil && ctx.Err() != nil {
+		return ctx.Err() // stopped: not a failure of the store
+	}
 	c.cfg.Metrics.wrote(err, len(batch))
 	if err != nil {
 		return err
@@ -168,6 +192,16 @@ func (c *Checkpointer) save(ctx context.Context) error {
 	}
 	c.cfg.Metrics.markCurrent(now, written...)
 	return nil
+}
+
+// newSession reports whether the shard's session is not the one saved.
+func newSession(saved, now *shard.Handoff) bool {
+	switch {
+	case now == nil || saved == nil:
+		return (now == nil) != (saved == nil)
+	default:
+		return now.SessionID != saved.SessionID
+	}
 }
 
 // changed reports whether the record now must be saved over the one saved.

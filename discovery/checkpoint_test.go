@@ -169,15 +169,16 @@ func (s *saves) wait(t *testing.T) {
 	}
 }
 
-// A pool writes at most once per interval, only the records whose session
-// or acked seq moved; a shard that lost its session has its record
-// deleted; the age gauge follows each shard.
+// A pool writes at most once per interval, only the records whose acked
+// seq moved; a new session is saved at once, without waiting for the
+// interval, and a shard that lost its session has its record deleted; the
+// age gauge follows each shard.
 func TestCheckpointerSavesOnlyWhatMovedOncePerInterval(t *testing.T) {
 	a, b := &fakeShard{id: 4, h: record("a", 10)}, &fakeShard{id: 5}
 	sv := newSaves()
 	reg := prometheus.NewRegistry()
 	metrics := NewCheckpointMetrics(reg)
-	const interval = 200 * time.Millisecond
+	const interval = 300 * time.Millisecond
 	cp := StartCheckpoints(CheckpointConfig{Interval: interval, Save: sv.save, Metrics: metrics}, []ResumeSource{a, b})
 	defer cp.Stop()
 
@@ -190,11 +191,15 @@ func TestCheckpointerSavesOnlyWhatMovedOncePerInterval(t *testing.T) {
 		t.Fatalf("%d saves while nothing moved, want 1", n)
 	}
 
-	a.set(record("a", 12))
-	b.set(record("b", 1))
+	b.set(record("b", 1)) // an IDENTIFY: saved without waiting for the interval
 	sv.wait(t)
-	if got := sv.last(); len(got) != 2 || got[4].Seq != 12 || got[5].SessionID != "b" {
-		t.Fatalf("save %v, want shard 4 at seq 12 and shard 5's new session", got)
+	if got := sv.last(); len(got) != 1 || got[5].SessionID != "b" {
+		t.Fatalf("save %v, want shard 5's new session alone", got)
+	}
+	a.set(record("a", 12)) // a seq that moved: at the next interval
+	sv.wait(t)
+	if got := sv.last(); len(got) != 1 || got[4].Seq != 12 {
+		t.Fatalf("save %v, want shard 4 at seq 12 alone", got)
 	}
 	if n := testutil.CollectAndCount(metrics, "gateway_session_checkpoint_age_seconds"); n != 2 {
 		t.Fatalf("%d age gauges, want one per shard with a session", n)
@@ -208,11 +213,28 @@ func TestCheckpointerSavesOnlyWhatMovedOncePerInterval(t *testing.T) {
 	if n := testutil.CollectAndCount(metrics, "gateway_session_checkpoint_age_seconds"); n != 1 {
 		t.Fatalf("%d age gauges after shard 5 lost its session, want 1", n)
 	}
-	if v := testutil.ToFloat64(metrics.Writes.WithLabelValues("ok")); v != 3 {
-		t.Fatalf("writes ok %v, want 3", v)
+	if v := testutil.ToFloat64(metrics.Writes.WithLabelValues("ok")); v != 4 {
+		t.Fatalf("writes ok %v, want 4", v)
 	}
 	if v := testutil.ToFloat64(metrics.Records); v != 4 {
 		t.Fatalf("records written %v, want 4", v)
+	}
+}
+
+// Between two intervals only new or lost sessions are saved: a seq that
+// moves waits for the interval.
+func TestCheckpointerSavesAMovedSeqOnlyAtTheInterval(t *testing.T) {
+	a := &fakeShard{id: 0, h: record("a", 1)}
+	sv := newSaves()
+	const interval = time.Second
+	cp := StartCheckpoints(CheckpointConfig{Interval: interval, Save: sv.save}, []ResumeSource{a})
+	defer cp.Stop()
+	sv.wait(t)
+	start := time.Now()
+	a.set(record("a", 2))
+	sv.wait(t)
+	if d := time.Since(start); d < interval/2 {
+		t.Fatalf("a moved seq saved %v after the first save, before the interval (%v)", d, interval)
 	}
 }
 

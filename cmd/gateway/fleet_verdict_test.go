@@ -661,8 +661,8 @@ type killVerdict struct {
 
 // checkKills checks that each killed owner's checkpointed session was next
 // claimed by its successor's RESUME, unless another fault came in between;
-// a shard without a checkpoint yet (a pool taken over less than an
-// interval before) identifies, and is counted.
+// a shard without a checkpoint yet (killed within moments of its IDENTIFY,
+// before the checkpoint that follows it) identifies, and is counted.
 func (r *fleetRun) checkKills(rec discordsim.Record) killVerdict {
 	var v killVerdict
 	others := map[string]bool{"kill": true, "stop": true, "partition": true, "consul_restart": true}
