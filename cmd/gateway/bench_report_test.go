@@ -173,11 +173,11 @@ func (s benchSummary) point(key string, x float64) (benchchart.Point, bool) {
 // charts returns the charts by file name, for the phases that ran.
 func (s benchSummary) charts(runs int) map[string]*benchchart.Chart {
 	out := map[string]*benchchart.Chart{}
-	note := fmt.Sprintf(" (median, whiskers: lowest-highest of %d runs)", runs)
+	note := fmt.Sprintf("; median, whiskers lowest to highest of %d runs", runs)
 	if runs < 2 {
 		note = ""
 	}
-	lat := &benchchart.Chart{Title: "route latency, frame read to JetStream ack" + note, XLabel: "events/s, paced", YLabel: "ms"}
+	lat := &benchchart.Chart{Title: "route latency, frame read to JetStream ack", XLabel: "events/s, paced" + note, YLabel: "ms (log scale)", LogY: true}
 	for _, q := range []struct{ key, name string }{{"p50", "p50"}, {"p99", "p99"}, {"p999", "p99.9"}} {
 		ser := benchchart.Series{Name: q.name}
 		for _, rate := range latencyRates {
@@ -197,7 +197,7 @@ func (s benchSummary) charts(runs int) map[string]*benchchart.Chart {
 		out["latency.png"] = lat
 	}
 	for _, c := range []struct{ file, key, title, unit string }{
-		{"scale-cpu.png", "cpu", "gateway CPU per event against shards", "µs per event"},
+		{"scale-cpu.png", "cpu", "gateway CPU per event against shards", "microseconds per event"},
 		{"scale-rss.png", "rss", "gateway RSS against shards", "MB"},
 		{"scale-goroutines.png", "goroutines", "gateway goroutines against shards", "goroutines"},
 	} {
@@ -208,7 +208,7 @@ func (s benchSummary) charts(runs int) map[string]*benchchart.Chart {
 			}
 		}
 		if len(ser.Points) > 0 {
-			out[c.file] = &benchchart.Chart{Title: c.title + note, XLabel: "shards in one process", YLabel: c.unit, Series: []benchchart.Series{ser}}
+			out[c.file] = &benchchart.Chart{Title: c.title, XLabel: "shards in one process" + note, YLabel: c.unit, Series: []benchchart.Series{ser}}
 		}
 	}
 	return out

@@ -35,13 +35,16 @@ type Mark struct {
 	Label string
 }
 
-// Chart is a line chart. The y axis starts at 0; the x axis spans the
-// points (and XTicks, which default to the points' x values).
+// Chart is a line chart. The y axis starts at 0, or with LogY spans the
+// decades of the values (for latencies, whose median and tail differ by
+// orders of magnitude); the x axis spans the points (and XTicks, which
+// default to the points' x values).
 type Chart struct {
 	Title, XLabel, YLabel string
 	Series                []Series
 	Marks                 []Mark
 	XTicks                []float64
+	LogY                  bool
 	Width, Height         int // default 720 × 420
 }
 
@@ -67,8 +70,10 @@ const (
 
 // frame maps data coordinates to pixels.
 type frame struct {
-	x0, x1, y1 float64 // y0 is 0
-	w, h       int
+	x0, x1 float64
+	y0, y1 float64 // y0 is 0 unless logY
+	logY   bool
+	w, h   int
 }
 
 func (f frame) px(x, y float64) (int, int) {
@@ -77,7 +82,26 @@ func (f frame) px(x, y float64) (int, int) {
 	if f.x1 > f.x0 {
 		fx = (x - f.x0) / (f.x1 - f.x0)
 	}
-	return left + int(math.Round(fx*pw)), f.h - bottom - int(math.Round(y/f.y1*ph))
+	fy := y / f.y1
+	if f.logY {
+		fy = (math.Log10(math.Max(y, f.y0)) - math.Log10(f.y0)) / (math.Log10(f.y1) - math.Log10(f.y0))
+	}
+	return left + int(math.Round(fx*pw)), f.h - bottom - int(math.Round(fy*ph))
+}
+
+// yTicks are the y axis' grid values: five even steps, or each decade.
+func (f frame) yTicks() []float64 {
+	var out []float64
+	if f.logY {
+		for v := f.y0; v <= f.y1*(1+1e-9); v *= 10 {
+			out = append(out, v)
+		}
+		return out
+	}
+	for i := 0; i <= 5; i++ {
+		out = append(out, float64(i)*f.y1/5)
+	}
+	return out
 }
 
 func (c *Chart) frame() frame {
@@ -85,13 +109,19 @@ func (c *Chart) frame() frame {
 	if f.w == 0 {
 		f.w, f.h = 720, 420
 	}
-	ymax := 0.0
+	ymax, ymin := 0.0, math.Inf(1)
 	see := func(x, y float64) {
 		f.x0, f.x1, ymax = math.Min(f.x0, x), math.Max(f.x1, x), math.Max(ymax, y)
+		if y > 0 {
+			ymin = math.Min(ymin, y)
+		}
 	}
 	for _, s := range c.Series {
 		for _, p := range s.Points {
 			see(p.X, math.Max(p.Y, p.Hi))
+			if p.Lo > 0 && p.Lo < p.Y {
+				see(p.X, p.Lo)
+			}
 		}
 	}
 	for _, m := range c.Marks {
@@ -104,6 +134,17 @@ func (c *Chart) frame() frame {
 		f.x0, f.x1 = 0, 1
 	}
 	f.y1 = NiceCeil(ymax * 1.05)
+	if c.LogY {
+		f.logY = true
+		if math.IsInf(ymin, 0) {
+			ymin = ymax
+		}
+		f.y0 = math.Pow(10, math.Floor(math.Log10(ymin)))
+		f.y1 = math.Pow(10, math.Ceil(math.Log10(ymax*1.05)))
+		if f.y1 <= f.y0 {
+			f.y1 = f.y0 * 10
+		}
+	}
 	return f
 }
 
@@ -126,18 +167,20 @@ func (c *Chart) Render() *image.RGBA {
 	for _, m := range c.Marks {
 		x, y := f.px(m.X, m.Y)
 		fill(img, image.Rect(x-10, y-1, x+11, y+2), red)
-		drawText(img, x+14, y-glyphH*scale/2, m.Label, red)
+		lx := x + 14
+		if w := textWidth(m.Label) * scale; lx+w > f.w {
+			lx = x - 14 - w // no room on the right: on the left
+		}
+		drawText(img, lx, y-glyphH*scale/2, m.Label, red)
 	}
 	drawText(img, (f.w-textWidth(c.Title)*scale)/2, 12, c.Title, black)
 	return img
 }
 
 func (c *Chart) drawAxes(img *image.RGBA, f frame) {
-	x0, yb := f.px(f.x0, 0)
+	x0, yb := f.px(f.x0, f.y0)
 	x1, yt := f.px(f.x1, f.y1)
-	step := f.y1 / 5
-	for i := 0; i <= 5; i++ {
-		v := float64(i) * step
+	for _, v := range f.yTicks() {
 		_, y := f.px(f.x0, v)
 		fill(img, image.Rect(x0, y, x1+1, y+1), grey)
 		label := Format(v)
@@ -150,7 +193,7 @@ func (c *Chart) drawAxes(img *image.RGBA, f frame) {
 		}
 	}
 	for _, v := range ticks {
-		x, _ := f.px(v, 0)
+		x, _ := f.px(v, f.y0)
 		fill(img, image.Rect(x, yb, x+1, yb+6), black)
 		label := Format(v)
 		drawText(img, x-textWidth(label)*scale/2, yb+10, label, black)
@@ -242,11 +285,12 @@ func line(img *image.RGBA, x0, y0, x1, y1 int, c color.RGBA) {
 		if x0 == x1 && y0 == y1 {
 			return
 		}
-		if 2*e >= dy {
+		e2 := 2 * e // both steps decide on the error before either
+		if e2 >= dy {
 			e += dy
 			x0 += sx
 		}
-		if 2*e <= dx {
+		if e2 <= dx {
 			e += dx
 			y0 += sy
 		}

@@ -7,6 +7,7 @@ import (
 	"image/png"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 func TestNiceCeil(t *testing.T) {
@@ -113,6 +114,68 @@ func TestTextIsDrawn(t *testing.T) {
 			if len(row) != glyphW {
 				t.Errorf("glyph %q row %q is not %d wide", r, row, glyphW)
 			}
+		}
+	}
+}
+
+// A log y axis spans the decades of the values, so a median of 0.1 ms and
+// a tail of 50 ms are both readable.
+func TestLogYSpansTheDecadesOfTheValues(t *testing.T) {
+	c := &Chart{LogY: true, Series: []Series{{Name: "p", Points: []Point{{X: 1, Y: 0.1}, {X: 2, Y: 1}, {X: 3, Y: 50}}}}}
+	f := c.frame()
+	if f.y0 != 0.1 || f.y1 != 100 {
+		t.Fatalf("y axis %v..%v, want 0.1..100", f.y0, f.y1)
+	}
+	ticks := f.yTicks()
+	if len(ticks) != 4 || ticks[0] != 0.1 || ticks[3] < 99.9 || ticks[3] > 100.1 {
+		t.Fatalf("ticks %v, want the decades 0.1..100", ticks)
+	}
+	_, bottomY := f.px(1, 0.1)
+	_, topY := f.px(1, 100)
+	_, oneY := f.px(1, 1)
+	if want := bottomY + (topY-bottomY)/3; oneY < want-1 || oneY > want+1 {
+		t.Errorf("1 drawn at y=%d, want a third of the way up (%d)", oneY, want)
+	}
+	img := c.Render()
+	x, y := f.px(3, 50)
+	if rgba(img, x, y) != Colors[0] {
+		t.Errorf("point 50 not drawn at (%d, %d)", x, y)
+	}
+}
+
+func TestAMarkAtTheRightEdgeIsLabelledOnItsLeft(t *testing.T) {
+	c := &Chart{Series: []Series{{Name: "p", Points: []Point{{X: 0, Y: 1}, {X: 10, Y: 2}}}},
+		Marks: []Mark{{X: 10, Y: 1, Label: "target"}}}
+	f := c.frame()
+	img := c.Render()
+	x, y := f.px(10, 1)
+	found := false
+	for px := x - 14 - textWidth("target")*scale; px < x-14; px++ {
+		for py := y - glyphH*scale/2; py < y+glyphH*scale/2; py++ {
+			if rgba(img, px, py) == red {
+				found = true
+			}
+		}
+	}
+	if !found {
+		t.Error("no label left of the mark")
+	}
+}
+
+// Lines of every slope end at their end point (a Bresenham step that
+// decided on a half-updated error once looped forever on steep lines).
+func TestLinesOfEverySlopeReachTheirEnd(t *testing.T) {
+	img := image.NewRGBA(image.Rect(0, 0, 200, 200))
+	for _, end := range [][2]int{{199, 0}, {199, 50}, {199, 199}, {150, 199}, {100, 199}, {101, 3}, {0, 199}, {3, 198}} {
+		done := make(chan struct{})
+		go func() { line(img, 100, 100, end[0], end[1], black); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("line to %v never ended", end)
+		}
+		if rgba(img, end[0], end[1]) != black {
+			t.Errorf("line to %v does not reach it", end)
 		}
 	}
 }
