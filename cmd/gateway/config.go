@@ -416,6 +416,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		errs = append(errs, fencingMargin(c)) // fleet.go; nil when safe
 	}
 	errs = append(errs, checkpointSettings(c)) // checkpoint.go; nil when consistent
+	errs = append(errs, reshardSettings(c))    // reshard_auto.go; nil when consistent
 	c.PoolIDSet = getenv("POOL_ID") != "" || setByFlag[flagName("POOL_ID")]
 	return c, errors.Join(errs...)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -27,6 +28,15 @@ func reshardSetter(c *Config, v string) error {
 		return nil
 	}
 	return fmt.Errorf("%q must be manual or auto", v)
+}
+
+// reshardSettings refuses RESHARD=auto without Consul: there is no fleet
+// plan to change, and the setting would do nothing.
+func reshardSettings(c Config) error {
+	if c.Reshard == ReshardAuto && c.ConsulHTTPAddr == "" {
+		return errors.New("invalid RESHARD: auto reshards a fleet's plan in Consul and needs CONSUL_HTTP_ADDR; without Consul set TOTAL_SHARDS (or auto) and restart the pool to change it")
+	}
+	return nil
 }
 
 // autoReshard runs with RESHARD=auto: every RESHARD_CHECK_INTERVAL, and

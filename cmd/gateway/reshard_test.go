@@ -1,6 +1,8 @@
 package main
 
 import (
+	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -111,5 +113,15 @@ func TestReshardMetricsAreLintClean(t *testing.T) {
 	}
 	if n, _ := testutil.GatherAndCount(reg, "gateway_plan_generation", "gateway_pools_unclaimed", "gateway_generation_shards_ready"); n != 3 {
 		t.Fatalf("%d series, want one of each", n)
+	}
+}
+
+func TestRESHARDAutoWithoutConsulIsAStartupErrorNamingTheVariable(t *testing.T) {
+	_, err := ParseConfig(nil, env(map[string]string{"DISCORD_TOKEN": "tok", "RESHARD": "auto"}), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "invalid RESHARD: auto") || !strings.Contains(err.Error(), "CONSUL_HTTP_ADDR") {
+		t.Fatalf("RESHARD=auto without Consul: %v", err)
+	}
+	if _, err := ParseConfig(nil, env(map[string]string{"DISCORD_TOKEN": "tok", "RESHARD": "auto", "CONSUL_HTTP_ADDR": "127.0.0.1:8500"}), io.Discard); err != nil {
+		t.Fatalf("RESHARD=auto with Consul: %v", err)
 	}
 }
