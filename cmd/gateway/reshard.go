@@ -1,7 +1,7 @@
 package main
 
 // Resharding without downtime, as one instance lives it (README:
-// "Resharding"). The fleet's plan in Consul has a generation; a resharding
+// "Resharding without downtime"). The fleet's plan in Consul has a generation; a resharding
 // writes the next generation beside it (discovery/reshard.go). Every
 // instance watches both (watch, observe) and runs one generation's Member
 // at a time (runFleet):
@@ -12,7 +12,7 @@ package main
 //     identify buckets and daily budget. Owners of the generation in force
 //     keep serving. From now on both generations publish with
 //     content-derived event ids, so JetStream stores one copy of what both
-//     receive (idPolicy).
+//     receive (reshard_ids.go).
 //  2. Every pool of the next generation is claimed and every shard of it
 //     READY (the owners report it in their pool locks): one instance, under
 //     a Consul lock, writes the hand-over instant into the next plan, two
@@ -60,7 +60,7 @@ type fleetGens struct {
 	plans    discovery.Plans
 	progress []discovery.GenerationProgress // in force, then next
 	closing  bool                           // draining: no more switches
-	reported poolReport
+	reported poolReport                     // the watch goroutine's own
 	overlap  overlapClock
 	handover *handover // the hand-over of keyless dispatches (reshard_ids.go)
 }
@@ -122,7 +122,10 @@ func (g *fleetGens) runMember(ctx context.Context, member *discovery.Member) (*g
 		select {
 		case err := <-done:
 			var mismatch *discovery.PlanMismatchError
-			if plan, ok := g.followPlan(ctx); errors.As(err, &mismatch) && ok {
+			if !errors.As(err, &mismatch) {
+				return nil, err
+			}
+			if plan, ok := g.followPlan(ctx); ok {
 				return &genSwitch{plan: plan, why: "the plan moved on"}, nil
 			}
 			return nil, err
