@@ -14,6 +14,7 @@ import (
 	"context"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -122,6 +123,9 @@ type latencyResult struct {
 	jitter  discordsim.PaceStats
 	load    string  // /proc/loadavg at the end of the window: 1, 5, 15 min
 	procCPU float64 // the whole process's CPU over the window, in cores
+	// runWait is how long the process's threads were runnable but waiting
+	// for a CPU, summed, per second of the window: a neighbour's mark.
+	runWait time.Duration
 }
 
 // runPacedLatency measures route latency at rate events/s over
@@ -144,10 +148,10 @@ func runPacedLatency(t *testing.T, rate int) latencyResult {
 	time.Sleep(latencyWarmup)
 	tap.start()
 	w.sim.ResetGeneratorJitter()
-	cpu0, t0 := procCPU(), time.Now()
+	cpu0, wait0, t0 := procCPU(), runQueueWait(), time.Now()
 	time.Sleep(latencyWindow)
 	jitter := w.sim.GeneratorJitter()
-	cpu := procCPU() - cpu0
+	cpu, wait := procCPU()-cpu0, runQueueWait()-wait0
 	elapsed := time.Since(t0)
 	load := loadAverage()
 	w.sim.SetEventRate(0)
@@ -156,7 +160,27 @@ func runPacedLatency(t *testing.T, rate int) latencyResult {
 	if len(samples) == 0 {
 		t.Fatalf("no latency samples at %d/s", rate)
 	}
-	return latencyResult{rate: rate, route: quantilesOf(samples), jitter: jitter, load: load, procCPU: cpu.Seconds() / elapsed.Seconds()}
+	return latencyResult{rate: rate, route: quantilesOf(samples), jitter: jitter, load: load, procCPU: cpu.Seconds() / elapsed.Seconds(),
+		runWait: time.Duration(float64(wait) / elapsed.Seconds())}
+}
+
+// runQueueWait is the time this process's threads have spent runnable
+// but not running, summed (/proc/self/task/*/schedstat, second field).
+// Threads that ended are not counted.
+func runQueueWait() time.Duration {
+	tasks, _ := os.ReadDir("/proc/self/task")
+	var sum time.Duration
+	for _, task := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + task.Name() + "/schedstat")
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) >= 2 {
+			ns, _ := strconv.ParseInt(f[1], 10, 64)
+			sum += time.Duration(ns)
+		}
+	}
+	return sum
 }
 
 // loadAverage is /proc/loadavg's 1, 5 and 15 minute averages.

@@ -177,12 +177,12 @@ var latencyTargets = map[int]float64{5000: 2, 10000: 5}
 
 func latencyPhase(t *testing.T, out io.Writer, r *benchRun) {
 	fmt.Fprintf(out, "\n3. route latency, frame read → JetStream ack (paced generator, %v per rate)\n", latencyWindow)
-	fmt.Fprintf(out, "   %-7s %8s %8s %8s %8s %7s | %-29s | %s\n", "rate", "p50", "p99", "p99.9", "max", "events", "generator jitter p50/p99/max", "load avg, process CPU")
+	fmt.Fprintf(out, "   %-7s %8s %8s %8s %8s %7s | %-29s | %s\n", "rate", "p50", "p99", "p99.9", "max", "events", "generator jitter p50/p99/max", "load avg, process CPU, run-queue wait")
 	for _, rate := range latencyRates {
 		l := runPacedLatency(t, rate)
-		fmt.Fprintf(out, "   %5d/s %8s %8s %8s %8s %7d | %8s %8s %9s | %s, %.2f cores\n", rate,
+		fmt.Fprintf(out, "   %5d/s %8s %8s %8s %8s %7d | %8s %8s %9s | %s, %.2f cores, %.0f ms/s\n", rate,
 			ms(l.route.p50), ms(l.route.p99), ms(l.route.p999), ms(l.route.max), l.route.n,
-			ms(l.jitter.P50), ms(l.jitter.P99), ms(l.jitter.Max), l.load, l.procCPU)
+			ms(l.jitter.P50), ms(l.jitter.P99), ms(l.jitter.Max), l.load, l.procCPU, msf(l.runWait))
 		k := "latency/" + strconv.Itoa(rate)
 		label := fmt.Sprintf("latency at %s/s, ", thousands(rate))
 		target := ""
@@ -195,6 +195,8 @@ func latencyPhase(t *testing.T, out io.Writer, r *benchRun) {
 		r.add(k+"/max", label+"max", "ms", msf(l.route.max), "")
 		r.add(k+"/jitter99", label+"generator send jitter p99", "ms", msf(l.jitter.P99), "")
 		r.add(k+"/cpu", label+"process CPU (gateway + simulator + NATS)", "cores", l.procCPU, "")
+		r.add(k+"/runwait", label+"threads runnable but waiting for a CPU", "ms/s", msf(l.runWait), "")
+		r.add(k+"/load", label+"load average (1 min) at the end", "", load1(l.load), "")
 	}
 }
 
@@ -243,6 +245,12 @@ func scalePhase(t *testing.T, out io.Writer, r *benchRun, bin string) {
 		r.add(k+"/rss", label+"RSS", "MB", s.rss/(1<<20), "")
 		r.add(k+"/goroutines", label+"goroutines", "", float64(s.goroutines), "")
 	}
+}
+
+// load1 is the 1-minute figure of a /proc/loadavg line.
+func load1(load string) float64 {
+	v, _ := strconv.ParseFloat(strings.Fields(load + " 0")[0], 64)
+	return v
 }
 
 func ms(d time.Duration) string { return strconv.FormatFloat(msf(d), 'f', 2, 64) + "ms" }
