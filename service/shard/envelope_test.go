@@ -400,6 +400,7 @@ func FuzzParseEnvelope(f *testing.F) {
 			return
 		}
 		checkEnvelope(t, msg, want)
+		checkEnvelopeFields(t, msg)
 		if len(got.D) == 0 || got.D[0] != '{' {
 			return
 		}
