@@ -173,3 +173,59 @@ func (g *fleetGens) awaitHandover(pool *service.Pool) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// overlapClock times the overlap: from the next generation's creation to
+// the end of the old (or aborted) generation, plus the margin during which
+// events keep their content ids.
+type overlapClock struct {
+	mu         sync.Mutex
+	start      time.Time // plan-next created; zero when none
+	contentEnd time.Time // content ids until then after an overlap
+	last       time.Duration
+}
+
+func (c *overlapClock) begin(created, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if created.IsZero() || created.After(now) {
+		created = now
+	}
+	c.start, c.contentEnd = created, time.Time{}
+}
+
+func (c *overlapClock) end(now time.Time, _ bool, margin time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.start.IsZero() {
+		c.last = now.Sub(c.start)
+	}
+	c.start, c.contentEnd = time.Time{}, now.Add(margin)
+}
+
+// closed pushes the content-id margin out to margin after this instance's
+// old sessions actually closed.
+func (c *overlapClock) closed(now time.Time, margin time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if end := now.Add(margin); end.After(c.contentEnd) {
+		c.contentEnd = end
+	}
+}
+
+// contentIDs reports whether events must carry content-derived ids now.
+func (c *overlapClock) contentIDs(now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.start.IsZero() || now.Before(c.contentEnd)
+}
+
+// seconds is the current overlap's duration so far (0 without one), and
+// the last one's.
+func (c *overlapClock) seconds(now time.Time) (current, last float64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.start.IsZero() {
+		current = now.Sub(c.start).Seconds()
+	}
+	return current, c.last.Seconds()
+}
