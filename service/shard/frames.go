@@ -132,8 +132,7 @@ func (r *payloadReader) Next() ([]byte, error) {
 	return p, err
 }
 
-// Close frees the decompressor (the zstd decoder's goroutine). Call it once,
-// not concurrently with Next.
+// Close frees the decompressor. Call it once, not concurrently with Next.
 func (r *payloadReader) Close() {
 	if r.zstd != nil {
 		r.zstd.Close()
@@ -209,7 +208,9 @@ func (r *payloadReader) release() {
 	if r.zlib != nil {
 		r.zlib.release()
 	}
-	// The zstd decoder releases its buffer when the next message starts.
+	if r.zstd != nil {
+		r.zstd.input.buffered = nil
+	}
 }
 
 // bufferCaps reports the capacity of the read buffer and of the decode
@@ -219,7 +220,7 @@ func (r *payloadReader) bufferCaps() (in, out int) {
 	case r.zlib != nil:
 		out = cap(r.zlib.out)
 	case r.zstd != nil:
-		out = cap(r.zstd.w.acc)
+		out = cap(r.zstd.out)
 	}
 	return cap(r.in), out
 }

@@ -16,213 +16,192 @@ const CompressionZstdStream = "zstd-stream"
 // readZstd reads one zstd-stream payload. Discord's docs: "each websocket
 // message corresponds to a single gateway message, but does not end a zstd
 // frame", so a payload is exactly one message and nothing is buffered across
-// messages. A message over MaxFrameBytes is decoded as it streams in, in
-// chunks, and dropped.
+// messages. A message over MaxFrameBytes is decoded as it streams in, and
+// dropped.
 func (r *payloadReader) readZstd(m io.Reader) ([]byte, error) {
 	in, over, err := readUpTo(m, r.in[:0], r.limits.MaxFrameBytes)
 	r.in = in
+	z := r.zstd
 	if !over {
 		r.wireBytes(len(in))
 		if err != nil {
 			return nil, err
 		}
-		rep := r.zstd.decode(zstdChunk{b: in, last: true, keep: r.limits.MaxMessageBytes})
-		if rep.err != nil {
-			return nil, r.brokenStream(rep.err)
+		z.input = zstdInput{buffered: in}
+		out, size, err := z.decode(r.limits.MaxMessageBytes)
+		if err != nil {
+			return nil, r.brokenStream(err)
 		}
-		if err := r.tooLarge(rep.out, rep.size); err != nil {
+		if err := r.tooLarge(out, size); err != nil {
 			return nil, err
 		}
-		return rep.out, nil
+		return out, nil
 	}
 	return r.decodeZstdStreamed(m)
 }
 
 // decodeZstdStreamed decodes a message too large to buffer, whose first
-// bytes are in r.in, keeping only its prefix, and drops it. The decoder
-// consumes each chunk before it asks for the next, so r.in is reused for
-// the rest of the message.
+// bytes are in r.in and the rest in m, keeping only its prefix, and drops it.
 func (r *payloadReader) decodeZstdStreamed(m io.Reader) ([]byte, error) {
-	total := int64(len(r.in))
-	rep := r.zstd.decode(zstdChunk{b: r.in, keep: prefixBytes})
-	buf := r.in[:cap(r.in)]
-	for rep.more {
-		n, err := m.Read(buf)
-		total += int64(n)
-		if err != nil && err != io.EOF {
-			r.wireBytes(int(total))
-			return nil, err
-		}
-		rep = r.zstd.decode(zstdChunk{b: buf[:n], last: err == io.EOF})
-	}
+	z := r.zstd
+	z.input = zstdInput{buffered: r.in, cur: m, total: int64(len(r.in))}
+	out, _, err := z.decode(prefixBytes)
+	total, inputErr := z.input.total, z.input.err
+	z.input = zstdInput{} // let go of the payload and the socket's reader
 	r.wireBytes(int(total))
-	if rep.err != nil {
-		return nil, r.brokenStream(rep.err)
+	if inputErr != nil {
+		return nil, inputErr // the socket's error
 	}
-	return nil, &OversizeError{Limit: "frame", Max: r.limits.MaxFrameBytes, Size: total, Prefix: prefixOf(rep.out)}
+	if err != nil {
+		return nil, r.brokenStream(err)
+	}
+	return nil, &OversizeError{Limit: "frame", Max: r.limits.MaxFrameBytes, Size: total, Prefix: prefixOf(out)}
 }
 
 // zstdDecoder decodes one connection's zstd-stream: a single zstd frame
 // spanning the connection, whose blocks are flushed at message boundaries.
 //
 // Blocks depend on the history and entropy state of the blocks before them,
-// so they need one streaming decoder; the decoder pulls its input, so it runs
-// on a goroutine of its own (zstdWorker), fed one chunk at a time. In
-// synchronous mode the decoder returns each block's output before it asks
-// for more input, so the moment it asks for input past a message's last
-// chunk is the message boundary: everything decoded since the last boundary
-// is exactly that message's payload.
+// so one decoder decodes the connection. In synchronous mode it reads
+// exactly the bytes of one block, decodes it and, once it has output,
+// returns it without reading on: so a read that used the message's last
+// byte returned its last block, and the decoder is never asked for input
+// past the message (which would end the stream). It needs no goroutine:
+// the first version ran the decoder on one, fed a chunk at a time, and
+// paid two goroutine hand-offs per message.
 type zstdDecoder struct {
-	in     chan zstdChunk
-	out    chan zstdReply
-	w      *zstdWorker
-	closed bool
+	dec   *zstd.Decoder
+	input zstdInput
+	stage []byte // output as the decoder returns it: one block
+	out   []byte // kept output of the message
+	peek  [512]byte
 }
 
-// zstdChunk is input for the decoder. Each chunk gets one zstdReply.
-type zstdChunk struct {
-	b    []byte // not used by the caller until the reply
-	last bool   // b ends the message
-	keep int    // first chunk of a message: output bytes to keep (<= 0: all)
-}
-
-// zstdReply answers a chunk: more (send the next chunk of the message), or
-// the decoded message, or the error that broke the stream.
-type zstdReply struct {
-	more bool
-	out  []byte // the kept output, valid until the next message
-	size int64  // the message's whole decoded size
-	err  error
-}
+// zstdStageSize exceeds the largest block's output (128 KiB by the
+// format), so that every read returns its block whole.
+const zstdStageSize = 128<<10 + 1
 
 func newZstdDecoder() *zstdDecoder {
-	z := &zstdDecoder{in: make(chan zstdChunk), out: make(chan zstdReply)}
-	z.w = &zstdWorker{in: z.in, out: z.out}
-	go z.w.run()
-	return z
+	return &zstdDecoder{stage: make([]byte, zstdStageSize)}
 }
 
-func (z *zstdDecoder) decode(c zstdChunk) zstdReply {
-	z.in <- c
-	rep, ok := <-z.out
-	if !ok {
-		return zstdReply{err: errors.New("zstd-stream decoder stopped")}
+// decode decodes the message in z.input, keeping the first keep bytes of
+// output (all if keep <= 0). out is valid until the next call; size is the
+// message's whole decoded size. An error leaves the stream unusable.
+func (z *zstdDecoder) decode(keep int) (out []byte, size int64, err error) {
+	if cap(z.out) > retainBytes {
+		z.out = nil // an outsized message grew it
 	}
-	return rep
-}
-
-// Close stops the decoder goroutine.
-func (z *zstdDecoder) Close() {
-	if !z.closed {
-		z.closed = true
-		close(z.in)
+	z.out = z.out[:0]
+	if z.dec == nil {
+		// The window bounds what one connection may make us keep in memory.
+		z.dec, err = zstd.NewReader(&z.input, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(maxZstdWindow))
+		if err != nil {
+			return nil, 0, err
+		}
 	}
-}
-
-// zstdWorker is the decoder goroutine's state; it is the decoder's input.
-type zstdWorker struct {
-	in  <-chan zstdChunk
-	out chan<- zstdReply
-
-	cur    []byte // input not yet given to the decoder
-	last   bool   // cur ends the message
-	inMsg  bool   // a caller waits for a reply
-	closed bool   // the input channel is closed
-
-	acc  []byte // kept output of the message, read by the caller after a reply
-	size int64
-	keep int
-}
-
-// Read hands the decoder its input, replying to the caller each time a
-// chunk is used up.
-func (w *zstdWorker) Read(p []byte) (int, error) {
-	for len(w.cur) == 0 {
-		if w.inMsg {
-			rep := zstdReply{more: true}
-			if w.last {
-				// Boundary: all of the message is decoded and returned.
-				rep = zstdReply{out: w.acc, size: w.size}
-				w.inMsg = false
+	for {
+		n, err := z.dec.Read(z.stage)
+		size += int64(n)
+		z.keepOutput(z.stage[:n], keep)
+		if err != nil {
+			if z.input.err != nil {
+				return nil, size, z.input.err
 			}
-			w.out <- rep
+			if err == io.EOF {
+				err = errors.New("zstd-stream ended")
+			}
+			return nil, size, err
 		}
-		c, ok := <-w.in
-		if !ok {
-			w.closed = true
-			return 0, io.EOF
+		if n == len(z.stage) {
+			continue // a block larger than the format allows: read on
 		}
-		if !w.inMsg {
-			w.begin(c.keep)
+		if !z.input.used() {
+			z.input.settle(z.peek[:])
 		}
-		w.cur, w.last = c.b, c.last
+		if z.input.used() {
+			return z.out, size, nil
+		}
 	}
-	n := copy(p, w.cur)
-	if w.cur = w.cur[n:]; len(w.cur) == 0 {
-		w.cur = nil // the caller reuses or drops the chunk's buffer
-	}
-	return n, nil
 }
 
-// begin starts a message. The caller is done with the previous one, so its
-// buffer may be reused, or dropped if an outsized message grew it.
-func (w *zstdWorker) begin(keep int) {
-	w.inMsg, w.size, w.keep = true, 0, keep
-	if cap(w.acc) > retainBytes {
-		w.acc = nil
+// keepOutput appends what fits of keep bytes (all if keep <= 0) to out,
+// growing it no further than that.
+func (z *zstdDecoder) keepOutput(b []byte, keep int) {
+	if keep > 0 {
+		b = b[:min(len(b), max(0, keep-len(z.out)))]
 	}
-	w.acc = w.acc[:0]
+	for len(z.out)+len(b) > cap(z.out) {
+		z.out = grow(z.out, int64(keep))
+	}
+	z.out = append(z.out, b...)
 }
 
-func (w *zstdWorker) run() {
-	defer close(w.out)
-	// The window bounds what one connection may make us keep in memory.
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(maxZstdWindow))
-	if err == nil {
-		err = dec.Reset(w)
+// Close frees the decoder.
+func (z *zstdDecoder) Close() {
+	if z.dec != nil {
+		z.dec.Close()
+		z.dec = nil
 	}
-	if err != nil {
-		w.fail(err)
+}
+
+// zstdInput is one message's compressed bytes as the decoder reads them:
+// those buffered, then, for a message too large to buffer, the rest of it
+// from the socket.
+type zstdInput struct {
+	buffered []byte
+	cur      io.Reader // the rest of a streamed message; nil once it ended
+	total    int64     // bytes of a streamed message so far
+	err      error     // the socket's read error
+}
+
+func (s *zstdInput) Read(p []byte) (int, error) {
+	if len(s.buffered) > 0 {
+		n := copy(p, s.buffered)
+		s.buffered = s.buffered[n:]
+		return n, nil
+	}
+	for s.cur != nil && s.err == nil {
+		n, err := s.cur.Read(p)
+		s.total += int64(n)
+		switch {
+		case err == io.EOF:
+			s.cur = nil
+		case err != nil:
+			s.err = err
+		}
+		if n > 0 {
+			return n, nil
+		}
+	}
+	if s.err != nil {
+		return 0, s.err
+	}
+	return 0, io.EOF // past the message: the stream is broken
+}
+
+// used reports whether every byte of the message has been handed over.
+func (s *zstdInput) used() bool { return len(s.buffered) == 0 && s.cur == nil }
+
+// settle reads on in a streamed message, into peek, until it ends (the
+// message is used) or yields bytes, which are handed over next: the decoder
+// must not be asked for more to find out.
+func (s *zstdInput) settle(peek []byte) {
+	if len(s.buffered) > 0 {
 		return
 	}
-	defer dec.Close()
-	// Output goes through buf, not straight into acc: the read that crosses
-	// a boundary returns the next message's output, and which buffer that
-	// belongs in is only known once the read returns.
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := dec.Read(buf)
-		w.size += int64(n)
-		w.keepOutput(buf[:n])
-		if err != nil {
-			w.fail(err)
+	for s.cur != nil && s.err == nil {
+		n, err := s.cur.Read(peek)
+		s.total += int64(n)
+		s.buffered = peek[:n]
+		switch {
+		case err == io.EOF:
+			s.cur = nil
+		case err != nil:
+			s.err = err
+		}
+		if n > 0 {
 			return
 		}
-	}
-}
-
-// keepOutput appends what fits of the message's limit to acc, growing it
-// no further than the limit allows.
-func (w *zstdWorker) keepOutput(b []byte) {
-	if w.keep > 0 {
-		b = b[:min(len(b), max(0, w.keep-len(w.acc)))]
-	}
-	for len(w.acc)+len(b) > cap(w.acc) {
-		w.acc = grow(w.acc, int64(w.keep))
-	}
-	w.acc = append(w.acc, b...)
-}
-
-// fail reports err for the message being decoded (if a caller waits for
-// one) and then for every later chunk until Close.
-func (w *zstdWorker) fail(err error) {
-	if w.closed {
-		return // Close ended the input: nobody waits
-	}
-	if w.inMsg {
-		w.out <- zstdReply{err: err}
-	}
-	for range w.in {
-		w.out <- zstdReply{err: err}
 	}
 }
