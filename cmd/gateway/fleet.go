@@ -92,7 +92,8 @@ func (m *Main) agreeFleetPlan(ctx context.Context, total int, instanceID string)
 			return discovery.Plan{}, fmt.Errorf("stopped before the fleet's shard plan could be read from consul: %w", err)
 		}
 	}
-	if err := discovery.CheckPlan(consul.PlanKey(), stored, cfg.TotalShards, cfg.ShardsPerPool, 0); err != nil {
+	checkTotal, checkPerPool := m.reshardedSettings(stored) // reshard_status.go
+	if err := discovery.CheckPlan(consul.PlanKey(), stored, checkTotal, checkPerPool, 0); err != nil {
 		var mismatch *discovery.PlanMismatchError
 		if errors.As(err, &mismatch) {
 			mismatch.Log(m.logger)

@@ -67,6 +67,7 @@ func (m *Main) planShards(ctx context.Context) error {
 			return err
 		}
 		p.total = p.fleet.TotalShards
+		cfg.ShardsPerPool, m.Config.ShardsPerPool = p.fleet.ShardsPerPool, p.fleet.ShardsPerPool // a resharded fleet's (reshard_status.go)
 	}
 	// With Consul and no POOL_ID the pool is claimed later; pool 0 is the
 	// largest, so its size is what the identify budget must cover.

@@ -410,6 +410,18 @@ func TestReshardFourToEightUnderTrafficStoresEveryDispatchOnce(t *testing.T) {
 		v.keys, v.stored, v.missing, v.duplicated, v.atDeadline)
 	w.note("overlap: %d dispatch copies sent to the new generation before the old one closed; %.0f events published with a content id, %d stored with one: %.0f copies dropped by JetStream's duplicate window",
 		overlapEvents, published, v.contentIDs, published-float64(v.contentIDs))
+	// An instance the job still starts with the first plan's TOTAL_SHARDS
+	// runs the resharded plan (as a spare here), with a warning, rather
+	// than exiting on the mismatch.
+	w.f.env["TOTAL_SHARDS"] = strconv.Itoa(reshardFrom)
+	late := w.f.start()
+	w.eventually("the late instance a spare of generation 2", 30*time.Second, func() bool {
+		st, ok := late.status()
+		return ok && st.Discovery != nil && st.Discovery.Generation == 2 && st.Discovery.Role == "spare"
+	})
+	if !strings.Contains(late.logTail(100), "the fleet was resharded") {
+		t.Error("the late instance did not warn that its TOTAL_SHARDS is not the plan's")
+	}
 	if os.Getenv("RESHARD_TIMELINE") != "" {
 		os.WriteFile(os.Getenv("RESHARD_TIMELINE"), []byte(strings.Join(w.log, "\n")+"\n"), 0o644)
 	}

@@ -120,3 +120,21 @@ func (m *Main) currentPlan() service.Plan {
 	}
 	return p
 }
+
+// reshardedSettings returns the TOTAL_SHARDS and SHARDS_PER_POOL a
+// starting instance's settings are checked against the fleet's stored plan
+// with. Once the fleet has resharded (a generation past
+// the first), the plan in Consul is the truth and the job's settings (the
+// first plan's) only differ from it: the instance runs the plan, with a
+// warning, rather than exiting on every restart until the job is changed.
+func (m *Main) reshardedSettings(stored discovery.Plan) (total, perPool int) {
+	total, perPool = m.Config.TotalShards, m.Config.ShardsPerPool
+	differs := (total != 0 && total != stored.TotalShards) || perPool != stored.ShardsPerPool
+	if stored.Generation > discovery.FirstGeneration && differs {
+		level.Warn(m.logger).Log("msg", "the fleet was resharded: this instance runs the plan in consul, not its TOTAL_SHARDS and SHARDS_PER_POOL; set them to the plan's (or TOTAL_SHARDS=auto)",
+			"generation", stored.Generation, "total_shards", stored.TotalShards, "shards_per_pool", stored.ShardsPerPool,
+			"configured_total_shards", total, "configured_shards_per_pool", perPool)
+		return 0, stored.ShardsPerPool
+	}
+	return total, perPool
+}
