@@ -94,6 +94,12 @@ func (r *Router) Route(t string) (eventType, subject string, ok bool) {
 	return "", "", false
 }
 
+// Publishes reports whether the router publishes dispatch type t.
+func (r *Router) Publishes(t string) bool {
+	_, _, ok := r.Route(t)
+	return ok
+}
+
 // Build is the package's Build with the router's extra names: their ids are
 // found the generic way (top-level guild_id and channel_id, user.id or
 // member.user.id), with the same envelope and event id.

@@ -36,13 +36,16 @@ var errEnvelope = errors.New("malformed gateway payload")
 // null; d may be any value, or absent.
 func parseEnvelope(msg []byte) (envelope, error) {
 	var env envelope
-	err := parseEnvelopeInto(msg, &env)
+	err := parseEnvelopeInto(msg, &env, nil)
 	return env, err
 }
 
-// parseEnvelopeInto is parseEnvelope writing into env, which is large.
-func parseEnvelopeInto(msg []byte, env *envelope) error {
-	top := topLevel{locate: true}
+// parseEnvelopeInto is parseEnvelope writing into env, which is large. The
+// routing fields are located only for a t that publishes reports true (all
+// when nil): for other types, walking d's members costs more than skipping
+// it whole.
+func parseEnvelopeInto(msg []byte, env *envelope, publishes func(t string) bool) error {
+	top := topLevel{locate: true, publishes: publishes}
 	s := jsonscan.New(msg, jsonscan.MaxDepth)
 	err := top.scan(&s, false)
 	if err == nil {
@@ -60,12 +63,14 @@ func parseEnvelopeInto(msg []byte, env *envelope) error {
 type topLevel struct {
 	op, s, t, d jsonscan.Value
 	// locate asks for d's routing fields to be located in fields if a
-	// string t comes before an object d; fieldsT is the t they were
-	// located for.
-	locate  bool
-	fields  event.Scanned
-	fieldsT jsonscan.Value
-	tText   string // t decoded, when fields were located
+	// string t (that publishes reports true for) comes before an object d;
+	// fieldsT is the t they were located for.
+	locate    bool
+	publishes func(t string) bool
+	fields    event.Scanned
+	fieldsT   jsonscan.Value
+	textOf    jsonscan.Value // the t decoded in tText
+	tText     string
 }
 
 // envelope decodes op, s and t into env, and checks their types.
@@ -87,11 +92,7 @@ func (top *topLevel) envelope(msg []byte, env *envelope) error {
 	switch top.t.Kind {
 	case jsonscan.None, jsonscan.Null:
 	case jsonscan.String:
-		if top.t == top.fieldsT {
-			env.T = top.tText
-		} else {
-			env.T = eventType(msg, top.t)
-		}
+		env.T = top.text(msg)
 	default:
 		return fmt.Errorf("%w: t is not a string", errEnvelope)
 	}
@@ -148,15 +149,24 @@ func (top *topLevel) value(s *jsonscan.Scanner, key []byte) (jsonscan.Value, err
 	if !top.locate || string(key) != "d" || top.t.Kind != jsonscan.String || s.Peek() != '{' {
 		return s.Skip()
 	}
-	if top.t != top.fieldsT {
-		top.fieldsT, top.tText = top.t, eventType(s.Doc(), top.t)
+	t := top.text(s.Doc())
+	if top.publishes != nil && !top.publishes(t) {
+		return s.Skip()
 	}
-	sc, err := event.ScanData(s, top.tText)
+	sc, err := event.ScanData(s, t)
 	if err != nil {
 		return jsonscan.Value{}, err
 	}
-	top.fields = sc
+	top.fields, top.fieldsT = sc, top.t
 	return sc.Value(), nil
+}
+
+// text decodes t, once per occurrence.
+func (top *topLevel) text(doc []byte) string {
+	if top.textOf != top.t {
+		top.textOf, top.tText = top.t, eventType(doc, top.t)
+	}
+	return top.tText
 }
 
 // peekEnvelope reads the dispatch type and sequence number from the first

@@ -354,18 +354,20 @@ type reader struct {
 	dispatch Dispatch // the session and received() do not keep it
 	buf      []Action
 	received map[string]prometheus.Counter // by dispatch type
+	// publishes is the router's Publishes, bound once.
+	publishes func(t string) bool
 }
 
 func (s *Shard) newReader(l *link) *reader {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return &reader{l: l, session: s.sess.id, received: map[string]prometheus.Counter{}}
+	return &reader{l: l, session: s.sess.id, received: map[string]prometheus.Counter{}, publishes: s.cfg.Commands.Events.Publishes}
 }
 
 // payload handles one payload, read at at; it returns the action that ends
 // the connection, if it comes.
 func (s *Shard) payload(ctx context.Context, r *reader, msg []byte, at time.Time) Action {
-	if err := parseEnvelopeInto(msg, &r.env); err != nil {
+	if err := parseEnvelopeInto(msg, &r.env, r.publishes); err != nil {
 		s.malformed("json", err)
 		return nil
 	}
