@@ -15,6 +15,8 @@
 #     does not restart Consul's count of failed /health probes;
 #   - takes and releases locks and reads and writes records under KV_PREFIX:
 #       <KV_PREFIX>/plan                                 the fleet's shard plan
+#       <KV_PREFIX>/plan-next                            the next generation's, while resharding
+#       <KV_PREFIX>/reshard-lock                         held to hand over, cut over or auto-reshard
 #       <KV_PREFIX>/pools/<generation>/<id>              pool locks (the claimed pool id)
 #       <KV_PREFIX>/identify/<bucket>                    identify coordination per bucket
 #       <KV_PREFIX>/handoff/<generation>/<pool>/<shard>  hand-off records of a drain
