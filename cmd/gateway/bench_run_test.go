@@ -230,6 +230,7 @@ func stormPhase(t *testing.T, out io.Writer, r *benchRun, bin string) {
 	r.add("storm/heap", "storm: peak Go heap (sampled)", "MB", s.peakHeap/(1<<20), "")
 	r.add("storm/cpu", "storm: gateway CPU per guild", "µs", s.cpu.Seconds()*1e6/float64(s.guilds), "")
 	r.add("storm/buffer", "storm: publish buffer peak (accepted, not yet acked)", "MB", s.peakBuffered/(1<<20), "")
+	r.add("storm/paused", "storm: time a shard paused reading for a full buffer (mean)", "s", s.backpressure/stormShards, "")
 }
 
 func scalePhase(t *testing.T, out io.Writer, r *benchRun, bin string) {
