@@ -435,7 +435,8 @@ func (r *fleetRun) kill() bool {
 		return false
 	}
 	ev := r.note(p, fmt.Sprintf("SIGKILL (pid %d)", p.pid))
-	r.kills = append(r.kills, &killEvent{ev: ev, proc: p.name, sessions: r.checkpointed(ev.shards)})
+	sessions, bare := r.checkpointed(p.name, ev.shards)
+	r.kills = append(r.kills, &killEvent{ev: ev, proc: p.name, sessions: sessions, bare: bare})
 	p.signal(syscall.SIGKILL)
 	ev.until = time.Now()
 	r.later(time.Duration(500+r.rng.IntN(1500))*time.Millisecond, r.replace)

@@ -590,6 +590,24 @@ func TestFleetVerdictsOnMadeUpRecords(t *testing.T) {
 				t.Errorf("%s: %+v; want %d resumed, %d interfered, %d unrecorded, %d problems", tc.name, v, tc.resumed, tc.interfered, tc.unrecorded, tc.problem)
 			}
 		}
+
+		// A session live on the killed process for two intervals without a
+		// checkpoint is a problem, unless Consul lost its records meanwhile.
+		bare := &killEvent{ev: ev, proc: "gw1", sessions: map[int]string{0: "a"}, bare: map[int]time.Duration{1: 12 * time.Second}}
+		restart := &faultEvent{kind: "consul_restart", at: at(-3000), until: at(-2800)}
+		for _, tc := range []struct {
+			name    string
+			events  []*faultEvent
+			problem int
+		}{
+			{"no checkpoint for 12 s", []*faultEvent{ev}, 1},
+			{"no checkpoint since a Consul restart", []*faultEvent{restart, ev}, 0},
+		} {
+			r := &fleetRun{t: t, start: t0, kills: []*killEvent{bare}, events: tc.events}
+			if v := r.checkKills(resumed); len(v.problems) != tc.problem {
+				t.Errorf("%s: problems %v, want %d", tc.name, v.problems, tc.problem)
+			}
+		}
 	})
 
 	t.Run("drains", func(t *testing.T) {
@@ -626,16 +644,19 @@ type killEvent struct {
 	ev       *faultEvent
 	proc     string
 	sessions map[int]string // shard → its live session, checkpointed in Consul when killed
+	// Shards whose session was live on the process without a checkpoint,
+	// and how long since the session was claimed on it.
+	bare map[int]time.Duration
 }
 
 // checkpointed returns, of shards, those whose live session has a
 // checkpoint in Consul now.
-func (r *fleetRun) checkpointed(shards []int) map[int]string {
-	out := map[int]string{}
+func (r *fleetRun) checkpointed(proc string, shards []int) (map[int]string, map[int]time.Duration) {
+	out, bare := map[int]string{}, map[int]time.Duration{}
 	pairs, _, err := r.f.consul.Client().KV().List("fleet-chaos/handoff/", nil)
 	if err != nil {
 		r.logf("kill: cannot read the checkpoints: %v", err)
-		return out
+		return out, bare
 	}
 	saved := map[int]string{}
 	for _, p := range pairs {
@@ -645,17 +666,32 @@ func (r *fleetRun) checkpointed(shards []int) map[int]string {
 			saved[id] = h.SessionID
 		}
 	}
-	for _, id := range shards {
-		if sid := r.f.sim.CurrentSession(id); sid != "" && saved[id] == sid {
-			out[id] = sid
+	live := map[int]discordsim.ShardConn{} // shard → its open connection on proc
+	for _, sc := range r.f.sim.Record().ShardConns {
+		if sc.Label == proc && sc.Ended.IsZero() {
+			live[sc.Shard] = sc
 		}
 	}
-	return out
+	for _, id := range shards {
+		sid := r.f.sim.CurrentSession(id)
+		switch sc, ok := live[id]; {
+		case sid != "" && saved[id] == sid:
+			out[id] = sid
+		case ok && sc.SessionID == sid:
+			bare[id] = time.Since(sc.Claimed)
+		}
+	}
+	return out, bare
 }
+
+// fleetCheckpointInterval is CHECKPOINT_INTERVAL's default, which the run
+// keeps.
+const fleetCheckpointInterval = 5 * time.Second
 
 // killVerdict sums up the kills.
 type killVerdict struct {
 	kills, shards, resumed, interfered, unrecorded int
+	bare                                           []string // live sessions without a checkpoint: how long they had run
 	problems                                       []string
 }
 
@@ -673,6 +709,16 @@ func (r *fleetRun) checkKills(rec discordsim.Record) killVerdict {
 			sid, ok := k.sessions[shard]
 			if !ok {
 				v.unrecorded++
+				if d, live := k.bare[shard]; live {
+					v.bare = append(v.bare, d.Round(time.Millisecond).String())
+					// A new session is saved within a tenth of the
+					// interval; two intervals without one is a bug,
+					// unless Consul lost or could not take it.
+					wiped := map[string]bool{"consul_restart": true, "partition": true}
+					if d > 2*fleetCheckpointInterval && faultBetween(r.events, k.ev.at.Add(-d), k.ev.at, wiped) == nil {
+						v.problems = append(v.problems, fmt.Sprintf("kill of %s at %s: shard %d's session had run %v on it without a checkpoint", k.proc, r.since(k.ev.at), shard, d.Round(time.Millisecond)))
+					}
+				}
 				continue
 			}
 			next := firstClaimAfter(rec, shard, k.ev.at, k.proc)
@@ -701,8 +747,8 @@ func (r *fleetRun) checkKills(rec discordsim.Record) killVerdict {
 }
 
 func (r *fleetRun) reportKills(v killVerdict) {
-	r.t.Logf("fleet chaos: kills %d (%d shards): %d resumed by the successor from a checkpoint, %d with another fault in between, %d without a checkpoint yet (identified), %d problems",
-		v.kills, v.shards, v.resumed, v.interfered, v.unrecorded, len(v.problems))
+	r.t.Logf("fleet chaos: kills %d (%d shards): %d resumed by the successor from a checkpoint, %d with another fault in between, %d without a checkpoint (identified; of them live on the killed process without one, claimed this long before the kill: %v; the others were not connected yet), %d problems",
+		v.kills, v.shards, v.resumed, v.interfered, v.unrecorded, v.bare, len(v.problems))
 	// The Consul writes checkpoints add, per instance alive at the end
 	// (over its whole life: spare time included).
 	for _, p := range r.f.live() {
