@@ -144,13 +144,17 @@ func (g *fleetGens) runMember(ctx context.Context, member *discovery.Member) (*g
 }
 
 // joinNextAtStart makes an instance that starts while a next generation is
-// open a member of that one: it claims the next generation's pools, never
-// an old one (those keep their owners until the cut-over).
+// open, and needs instances, a member of that one: it claims the next
+// generation's pools before any old one.
 func (g *fleetGens) joinNextAtStart(ctx context.Context) {
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	plans, err := g.consul.ReadPlans(rctx)
 	if err != nil || plans.Next == nil || g.fixed || !plans.Current.Same(g.plan) {
+		return
+	}
+	g.readProgress(rctx, plans)
+	if !g.nextNeedsInstances(*plans.Next) {
 		return
 	}
 	level.Info(g.m.logger).Log("msg", "reshard: a next generation is open; joining it", "generation", plans.Next.Generation, "total_shards", plans.Next.TotalShards)
@@ -358,10 +362,25 @@ func (g *fleetGens) decide(plans discovery.Plans) (genSwitch, bool) {
 			why = "cut over"
 		}
 		return genSwitch{plan: plans.Current, retire: pooled, why: why}, true
-	case plans.Next != nil && !isNext && !pooled && !g.fixed:
+	case plans.Next != nil && !isNext && !pooled && !g.fixed && g.nextNeedsInstances(*plans.Next):
 		return genSwitch{plan: *plans.Next, why: "spare joins the next generation"}, true
 	}
 	return genSwitch{}, false
+}
+
+// nextNeedsInstances reports whether the next generation has unclaimed
+// pools (or its progress is not known yet). Spares beyond its needs stay
+// spares of the plan in force, ready to take over an old pool whose owner
+// dies during the overlap; they join the new plan at the cut-over.
+func (g *fleetGens) nextNeedsInstances(next discovery.Plan) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, pr := range g.progress {
+		if pr.Generation == next.Generation {
+			return pr.PoolsClaimed < pr.Pools
+		}
+	}
+	return true
 }
 
 // cutOver makes the next generation the plan in force: tried by every

@@ -83,12 +83,16 @@ func TestDecideMovesSparesToTheNextGenerationAndRetiresGenerationsNoLongerPlanne
 	}{
 		{"steady", g1, false, discovery.Plans{Current: g1}, nil},
 		{"a spare joins the next generation", g1, false, discovery.Plans{Current: g1, Next: &g2}, &g2},
+		{"a spare the next generation does not need stays", g1, false, discovery.Plans{Current: g1, Next: &g2}, nil},
 		{"a POOL_ID instance waits for the cut-over", g1, true, discovery.Plans{Current: g1, Next: &g2}, nil},
 		{"a member of the next generation stays", g2, false, discovery.Plans{Current: g1, Next: &g2}, nil},
 		{"after the cut-over the old generation leaves", g1, false, discovery.Plans{Current: g2}, &g2},
 		{"after an abort the next generation leaves", g2, false, discovery.Plans{Current: g1}, &g1},
 	} {
 		g := &fleetGens{m: &Main{}, member: spare, plan: c.mine, fixed: c.fixed}
+		if strings.Contains(c.name, "does not need") {
+			g.progress = []discovery.GenerationProgress{{Generation: 1, Pools: 1, PoolsClaimed: 1}, {Generation: 2, Pools: 2, PoolsClaimed: 2}}
+		}
 		sw, ok := g.decide(c.plans)
 		switch {
 		case c.want == nil && ok:
