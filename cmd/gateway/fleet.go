@@ -160,7 +160,7 @@ func (m *Main) newPool(id int, resume map[int]*shard.Handoff) *service.Pool {
 	// NewShard runs later, on the pool's goroutines: it takes copies, not
 	// Main's fields, which release clears.
 	gatewayURL, buffer, metrics, logger := m.plan.gatewayURL, m.buffer, m.shardMetrics, m.logger
-	commands, rewrite := m.shardCommands(), m.rewriteEvent()
+	commands, rewrite := m.shardCommandsOf(m.plan.fleet.Generation), m.rewriteEvent() // reshard_commands.go, reshard_ids.go
 	starts, renewDelay := m.starts, invalidSessionDelay(cfg)
 	var identify interface {
 		shard.IdentifyLimiter

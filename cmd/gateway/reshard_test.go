@@ -3,6 +3,7 @@ package main
 import (
 	"io"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/shardpool/gateway/discovery"
+	"github.com/shardpool/gateway/service/shard"
 )
 
 func TestReshardTargetIsTheRecommendationRoundedUpToMaxConcurrency(t *testing.T) {
@@ -127,5 +129,42 @@ func TestRESHARDAutoWithoutConsulIsAStartupErrorNamingTheVariable(t *testing.T) 
 	}
 	if _, err := ParseConfig(nil, env(map[string]string{"DISCORD_TOKEN": "tok", "RESHARD": "auto", "CONSUL_HTTP_ADDR": "127.0.0.1:8500"}), io.Discard); err != nil {
 		t.Fatalf("RESHARD=auto with Consul: %v", err)
+	}
+}
+
+func TestOnlyTheGenerationInForceTakesTheShardsCommands(t *testing.T) {
+	g := &fleetGens{m: &Main{}, plan: discovery.Plan{Generation: 2}}
+	var mu sync.Mutex
+	subscribed := false
+	subscribe := func(*shard.Shard) func() {
+		mu.Lock()
+		subscribed = true
+		mu.Unlock()
+		return func() { mu.Lock(); subscribed = false; mu.Unlock() }
+	}
+	is := func() bool { mu.Lock(); defer mu.Unlock(); return subscribed }
+	wait := func(want bool, what string) {
+		t.Helper()
+		for deadline := time.Now().Add(3 * time.Second); is() != want; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: subscribed %v, want %v", what, is(), want)
+			}
+		}
+	}
+	set := func(current int) { g.mu.Lock(); g.plans.Current.Generation = current; g.mu.Unlock() }
+	set(1) // generation 2 is next
+	done, finished := make(chan struct{}), make(chan struct{})
+	go func() { defer close(finished); g.subscribeWhileInForce(2, nil, subscribe, done) }()
+	time.Sleep(300 * time.Millisecond)
+	wait(false, "the next generation")
+	set(2)
+	wait(true, "at the cut-over")
+	set(3)
+	wait(false, "once a later generation is in force")
+	set(3)
+	close(done)
+	<-finished
+	if is() {
+		t.Fatal("still subscribed after the shard stopped")
 	}
 }
