@@ -6,13 +6,15 @@ package main
 // instance watches both (watch, observe) and runs one generation's Member
 // at a time (runFleet):
 //
-//  1. A next generation appears: spares (and instances that start now)
-//     leave the generation in force and join the next one, whose pools they
-//     claim; its shards IDENTIFY with [shard, N_next] through the shared
-//     identify buckets and daily budget. Owners of the generation in force
-//     keep serving. From now on both generations publish with
-//     content-derived event ids, so JetStream stores one copy of what both
-//     receive (reshard_ids.go).
+//  1. A next generation appears: while it has unclaimed pools, spares (and
+//     instances that start now) leave the generation in force and join it,
+//     claiming its pools; its shards IDENTIFY with [shard, N_next] through
+//     the shared identify buckets and daily budget. Owners of the
+//     generation in force keep serving (and any spare left over stays
+//     theirs). From now on both generations publish with content-derived
+//     event ids, so JetStream stores one copy of what both receive
+//     (reshard_ids.go); only the generation in force takes workers'
+//     commands (reshard_commands.go).
 //  2. Every pool of the next generation is claimed and every shard of it
 //     READY (the owners report it in their pool locks): one instance, under
 //     a Consul lock, writes the hand-over instant into the next plan, two
