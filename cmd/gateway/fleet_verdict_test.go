@@ -649,8 +649,9 @@ type killEvent struct {
 	bare map[int]time.Duration
 }
 
-// checkpointed returns, of shards, those whose live session has a
-// checkpoint in Consul now.
+// checkpointed returns, of shards, those whose session (one Discord still
+// resumes) has a checkpoint in Consul now, and those whose session is live
+// on proc without one, with how long it has been.
 func (r *fleetRun) checkpointed(proc string, shards []int) (map[int]string, map[int]time.Duration) {
 	out, bare := map[int]string{}, map[int]time.Duration{}
 	pairs, _, err := r.f.consul.Client().KV().List("fleet-chaos/handoff/", nil)
@@ -672,10 +673,14 @@ func (r *fleetRun) checkpointed(proc string, shards []int) (map[int]string, map[
 			live[sc.Shard] = sc
 		}
 	}
+	ended := map[string]bool{} // Discord no longer resumes them: nothing to require
+	for _, si := range r.f.sim.Sessions() {
+		ended[si.ID] = si.Invalid
+	}
 	for _, id := range shards {
 		sid := r.f.sim.CurrentSession(id)
 		switch sc, ok := live[id]; {
-		case sid != "" && saved[id] == sid:
+		case sid != "" && saved[id] == sid && !ended[sid]:
 			out[id] = sid
 		case ok && sc.SessionID == sid:
 			bare[id] = time.Since(sc.Claimed)
