@@ -130,8 +130,10 @@ func runStorm(t *testing.T, bin string) stormResult {
 	}
 	r := stormResult{guilds: n, elapsed: end.Sub(ready()), cpu: p.cpu(), peakRSS: p.memory("VmHWM"), peakHeap: heap,
 		peakBuffered: buffered, backpressure: backpressure}
-	r.raw = stormRawCeiling(t)
-	r.sim = stormSimCeiling(t)
+	// A ceiling is the best the component does alone: the better of two
+	// tries, as one try on a shared machine can come out low.
+	r.raw = max(stormRawCeiling(t), stormRawCeiling(t))
+	r.sim = max(stormSimCeiling(t), stormSimCeiling(t))
 	return r
 }
 
