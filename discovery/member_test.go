@@ -225,6 +225,7 @@ func TestMemberIsASpareUntilItClaimsAPool(t *testing.T) {
 	if st.PoolID != 1 || st.FirstShard != 5 || st.Discovery.Role != RoleOwner {
 		t.Fatalf("owner status %+v", st)
 	}
+	mt.waitCalls(t, "register owner 1") // registered just after the role is set
 	if got := mt.f.log(); got != "register spare -1; session s0; wait for [0 1]; claim 1; take; register owner 1" {
 		t.Fatalf("calls: %s", got)
 	}
@@ -328,6 +329,7 @@ func TestMemberWithAFixedPoolWaitsAsItsStandbyThenRunsItUnderItsLock(t *testing.
 	if p := mt.Pool(); p == nil {
 		t.Fatal("no pool")
 	}
+	mt.waitCalls(t, "register static 1") // registered just after the role is set
 	if got := mt.f.log(); got != "register standby -1; session s0; wait for [1]; claim 1; take; register static 1" {
 		t.Fatalf("calls: %s", got)
 	}
