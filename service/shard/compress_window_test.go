@@ -2,9 +2,14 @@ package shard
 
 import (
 	"bytes"
+	"compress/zlib"
 	"errors"
+	"io"
 	"math/rand"
 	"testing"
+
+	"github.com/gorilla/websocket"
+	kzlib "github.com/klauspost/compress/zlib"
 )
 
 // The inflater's 32 KiB history flushes its output when it fills, at every
@@ -26,7 +31,30 @@ func TestZlibStreamPayloadsAroundTheHistorysFillPoint(t *testing.T) {
 		payloads := [][]byte{first, dispatch(2, text[windowSize:windowSize+100]), first, []byte(`{"op":11}`)}
 		r := newPayloadReader(&fakeSource{msgs: encodeStream(t, CompressionZlibStream, payloads)}, CompressionZlibStream, DefaultLimits, nil)
 		wantPayloads(t, r, payloads...)
+		// And as the simulator compresses (klauspost's zlib, BestSpeed).
+		r = newPayloadReader(&fakeSource{msgs: klauspostZlibStream(t, payloads)}, CompressionZlibStream, DefaultLimits, nil)
+		wantPayloads(t, r, payloads...)
 	}
+}
+
+// klauspostZlibStream is zlibStream with klauspost's compressor at
+// BestSpeed, the simulator's.
+func klauspostZlibStream(t *testing.T, payloads [][]byte) []fakeMessage {
+	var buf bytes.Buffer
+	w, err := kzlib.NewWriterLevel(&buf, kzlib.BestSpeed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := make([]fakeMessage, len(payloads))
+	for i, p := range payloads {
+		w.Write(p)
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		msgs[i] = fakeMessage{typ: websocket.BinaryMessage, data: bytes.Clone(buf.Bytes())}
+		buf.Reset()
+	}
+	return msgs
 }
 
 // A payload whose output ends exactly where the history fills leaves the
@@ -62,4 +90,55 @@ func TestZlibStreamGoesOnAfterAPayloadEndingExactlyAtTheFillPoint(t *testing.T) 
 func isOversize(err error) bool {
 	var oe *OversizeError
 	return errors.As(err, &oe)
+}
+
+// A long connection of payloads of every size, more and less compressible,
+// from two compressors at several levels (each shapes the blocks
+// differently; the simulator's is klauspost's at BestSpeed): every payload
+// comes out whole, wherever the 32 KiB fill points fall.
+func TestZlibStreamLongConnectionsDecodeEveryPayload(t *testing.T) {
+	type writer interface {
+		io.Writer
+		Flush() error
+	}
+	for i, newWriter := range []func(io.Writer) writer{
+		func(w io.Writer) writer { z, _ := zlib.NewWriterLevel(w, zlib.BestSpeed); return z },
+		func(w io.Writer) writer { z, _ := zlib.NewWriterLevel(w, zlib.BestCompression); return z },
+		func(w io.Writer) writer { z, _ := zlib.NewWriterLevel(w, zlib.HuffmanOnly); return z },
+		func(w io.Writer) writer { z, _ := kzlib.NewWriterLevel(w, kzlib.BestSpeed); return z },
+		func(w io.Writer) writer { z, _ := kzlib.NewWriterLevel(w, kzlib.DefaultCompression); return z },
+	} {
+		rng := rand.New(rand.NewSource(int64(i) + 100))
+		words := randomText(rng, 4096)
+		payloads := make([][]byte, 1500)
+		for i := range payloads {
+			n := 1 + rng.Intn(3000)
+			if i%97 == 0 {
+				n = 40000 + rng.Intn(40000)
+			}
+			var b bytes.Buffer
+			for b.Len() < n {
+				if rng.Intn(3) == 0 {
+					b.Write(randomText(rng, 1+rng.Intn(64)))
+				} else {
+					start := rng.Intn(len(words) - 64)
+					b.Write(words[start : start+1+rng.Intn(63)])
+				}
+			}
+			payloads[i] = dispatch(i, b.Bytes()[:n])
+		}
+		var buf bytes.Buffer
+		w := newWriter(&buf)
+		msgs := make([]fakeMessage, len(payloads))
+		for i, p := range payloads {
+			w.Write(p)
+			if err := w.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			msgs[i] = fakeMessage{typ: websocket.BinaryMessage, data: bytes.Clone(buf.Bytes())}
+			buf.Reset()
+		}
+		r := newPayloadReader(&fakeSource{msgs: msgs}, CompressionZlibStream, DefaultLimits, nil)
+		wantPayloads(t, r, payloads...)
+	}
 }
