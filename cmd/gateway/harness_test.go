@@ -301,9 +301,12 @@ func expectedIDs(t *testing.T, sim *discordsim.Server, written bool) map[string]
 func (e *testEnv) assertExactlyOnce(want map[string]discordsim.SentDispatch) {
 	e.t.Helper()
 	seen := map[string]int{}
+	bodies := map[string]string{} // for the failure message
 	for _, stream := range []string{"EVENTS", "COMMANDS"} {
 		for _, m := range e.streamMsgs(stream) {
-			seen[m.Header.Get(jetstream.MsgIDHeader)]++
+			id := m.Header.Get(jetstream.MsgIDHeader)
+			seen[id]++
+			bodies[id] = m.Subject + " " + string(m.Data[:min(len(m.Data), 300)])
 		}
 	}
 	missing, dup, extra := 0, 0, 0
@@ -319,6 +322,7 @@ func (e *testEnv) assertExactlyOnce(want map[string]discordsim.SentDispatch) {
 	for id := range seen {
 		if _, ok := want[id]; !ok {
 			extra++
+			e.t.Errorf("unexpected message %s: %s", id, bodies[id])
 		}
 	}
 	if missing+dup+extra > 0 {

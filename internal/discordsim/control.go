@@ -267,7 +267,13 @@ func (s *Server) SetEventRate(perShard float64) {
 	}
 	if perShard > 0 {
 		s.startGenerator()
+		return
 	}
+	// Wait out a batch being generated, so that a test that stops the
+	// load reads a ledger that no longer grows.
+	s.genMu.Lock()
+	//lint:ignore SA2001 an empty critical section is the barrier wanted
+	s.genMu.Unlock()
 }
 
 // EventRate returns the current load generator rate.

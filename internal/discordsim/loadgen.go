@@ -99,9 +99,13 @@ func (s *Server) genLoop() {
 		if !waitUntil(wake, s.quit, s.rateCh) {
 			return
 		}
-		if total > 0 {
+		// Under genMu, and only while the rate is still set: once
+		// SetEventRate(0) returns, nothing more is generated.
+		s.genMu.Lock()
+		if total > 0 && s.EventRate() > 0 {
 			turn = s.genDue(&sched, sessions, turn, rng)
 		}
+		s.genMu.Unlock()
 	}
 }
 

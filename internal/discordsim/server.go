@@ -257,6 +257,7 @@ type Server struct {
 
 	rateBits atomic.Uint64 // float64 bits of the per-session event rate
 	rateCh   chan struct{}
+	genMu    sync.Mutex // held while generated events are emitted
 	genOnce  sync.Once
 	quit     chan struct{}
 	wg       sync.WaitGroup
