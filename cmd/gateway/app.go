@@ -143,6 +143,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	defer m.release()
 
 	m.logger = m.newLogger()
+	setMemoryLimit(m.logger, os.Getenv, rootFS())
 	if err := m.planShards(ctx); err != nil {
 		return err
 	}
@@ -151,7 +152,6 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := m.openPublishPath(); err != nil {
 		return err
 	}
-	setMemoryLimit(m.logger, os.Getenv, rootFS())
 	if err := m.openCommandPath(); err != nil {
 		return err
 	}

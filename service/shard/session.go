@@ -611,11 +611,6 @@ func (s *Session) Resumable() bool { return s.id != "" }
 // Latency is the time between the last timed heartbeat and its ACK.
 func (s *Session) Latency() time.Duration { return s.latency }
 
-// EndForGood makes the coming Shutdown close the connection with 1000, which
-// ends the session at Discord, and leaves no hand-off record: the shard's
-// generation was resharded away, nobody will resume it.
-func (s *Session) EndForGood() { s.final = true }
-
 // Seqs returns the resume point (the last contiguous sequence whose event
 // was acked or needs none) and the last sequence received.
 func (s *Session) Seqs() (acked, seen int64) {
@@ -632,3 +627,8 @@ func (s *Session) Handoff(now time.Time) *Handoff {
 	acked, _ := s.Seqs()
 	return &Handoff{SessionID: s.id, ResumeGatewayURL: s.resumeURL, Seq: acked, Time: now.UTC()}
 }
+
+// EndForGood makes the coming Shutdown close the connection with 1000, which
+// ends the session at Discord, and leaves no hand-off record: the shard's
+// generation was resharded away, nobody will resume it.
+func (s *Session) EndForGood() { s.final = true }
