@@ -50,7 +50,7 @@ Commands:
                             the next generation comes up beside the plan in force and
                             takes over once every one of its shards is READY
       -url URL              a gateway instance (default $GATEWAY_URL, else
-                            http://127.0.0.1:8080)
+                            http://127.0.0.1:9090)
       -token T              its DRAIN_TOKEN (default $DRAIN_TOKEN)
       -total N              the new shard count
       -per-pool M           shards per pool of the new generation (default: unchanged)

@@ -19,7 +19,7 @@ import (
 func reshard(args []string, stdout, stderr io.Writer, timeout time.Duration) error {
 	fs := flag.NewFlagSet("reshard", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	url := fs.String("url", envOr("GATEWAY_URL", "http://127.0.0.1:8080"), "a gateway instance's HTTP address")
+	url := fs.String("url", envOr("GATEWAY_URL", "http://127.0.0.1:9090"), "a gateway instance's HTTP address")
 	token := fs.String("token", os.Getenv("DRAIN_TOKEN"), "the instance's DRAIN_TOKEN")
 	total := fs.Int("total", 0, "the new shard count")
 	perPool := fs.Int("per-pool", 0, "shards per pool of the new generation (0: unchanged)")
