@@ -342,6 +342,7 @@ func (g *fleetGens) observePlans(plans discovery.Plans) {
 		g.overlap.end(now, cut, margin)
 		level.Info(g.m.logger).Log("msg", "reshard: overlap over", "cut_over", cut, "generation_in_force", plans.Current.Generation)
 	}
+	g.settleContentIDs(now, g.runningSessions) // reshard_ids.go: which seqs carry content ids
 }
 
 // decide says whether this instance must change generations: a member of

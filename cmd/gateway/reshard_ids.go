@@ -3,6 +3,7 @@ package main
 import (
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-kit/log/level"
@@ -88,8 +89,8 @@ func (m *Main) rewriteEvent() func(ev *event.Event, session, t string, d []byte)
 	}
 	g, gen := m.gens, m.plan.fleet.Generation
 	return func(ev *event.Event, session, t string, d []byte) *event.Event {
-		if !g.overlap.contentIDs(ev.ReceivedAt) {
-			return ev
+		if !g.overlap.ids.content(ev.ShardID, session, ev.Seq) {
+			return ev // as it was first published, should this be a replay
 		}
 		keyed, err := event.UseContentID(ev, t, d)
 		if keyed {
@@ -178,6 +179,8 @@ func (g *fleetGens) awaitHandover(pool *service.Pool) {
 // the end of the old (or aborted) generation, plus the margin during which
 // events keep their content ids.
 type overlapClock struct {
+	ids seqIDs // which seqs carry content ids; settleContentIDs follows the clock
+
 	mu         sync.Mutex
 	start      time.Time // plan-next created; zero when none
 	contentEnd time.Time // content ids until then after an overlap
@@ -212,7 +215,8 @@ func (c *overlapClock) closed(now time.Time, margin time.Duration) {
 	}
 }
 
-// contentIDs reports whether events must carry content-derived ids now.
+// contentIDs reports whether events received now carry content-derived
+// ids; settleContentIDs makes seqIDs follow it.
 func (c *overlapClock) contentIDs(now time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -228,4 +232,195 @@ func (c *overlapClock) seconds(now time.Time) (current, last float64) {
 		current = now.Sub(c.start).Seconds()
 	}
 	return current, c.last.Seconds()
+}
+
+// Content id or (shard, session, seq) id: decided per seq, not per
+// receive time. A dispatch Discord replays after a RESUME gets a new
+// receive time, and must get the id it was first published with, or
+// JetStream stores it twice: one first published (unacked) just before
+// the overlap began and replayed after it, or first published with its
+// content id and replayed after the margin. So when content ids begin,
+// the instance notes each running session's last seq (seqIDs.begin): a
+// seq up to it keeps its (shard, session, seq) id through the overlap,
+// a later seq or a session started since gets its content id. When they
+// end it notes each session's last seq again (seqIDs.finish): the seqs
+// between the two notes keep their content ids on a replay, until the
+// session's resume point passed them (seqIDs.prune).
+//
+// A session that moves to another process during the overlap (a spare
+// taking over a dead owner's pool from its hand-off record, a restart
+// resuming from SESSION_STATE_FILE, a drain's successor) brings no note:
+// the new process judges it by its own, where the session is one that
+// started after the overlap began, so every seq gets its content id. Its
+// replay of a keyed dispatch the old owner published, unacked, with its
+// seq id just before the overlap began is then stored twice. A session
+// that moves just after content ids ended is the same the other way
+// round: no process kept its seqs, so a replay of one first published
+// with its content id gets its seq id. Both need a keyed dispatch still
+// unacked when its owner went, at one of the overlap's two edges; the
+// fix would be the notes travelling in the hand-off record (service/shard
+// and discovery, not done here).
+
+// sessionKey names one shard's session.
+type sessionKey struct {
+	shard   int
+	session string
+}
+
+// sessionSeqs is what a running session reports of its seqs: its resume
+// point and the last seq it received.
+type sessionSeqs struct{ acked, seen int64 }
+
+// seqRange is the seqs after from, up to and including to.
+type seqRange struct{ from, to int64 }
+
+// seqIDs decides which (shard, session, seq) carries its content id.
+// Outside an overlap, with nothing kept, an event costs one atomic load.
+type seqIDs struct {
+	active atomic.Bool // overlap or kept: content looks
+
+	mu      sync.Mutex
+	overlap bool                      // content ids for seqs after before's
+	before  map[sessionKey]int64      // the last seq of each session when they began
+	kept    map[sessionKey][]seqRange // content ids given in an overlap that ended
+	judged  map[sessionKey]int64      // while a note is taken: the last seq judged
+}
+
+// content reports whether seq of shard's session carries its content id.
+func (p *seqIDs) content(shard int, session string, seq int64) bool {
+	if !p.active.Load() {
+		return false
+	}
+	k := sessionKey{shard, session}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.judged != nil && seq > p.judged[k] {
+		p.judged[k] = seq
+	}
+	if p.overlap && seq > p.before[k] { // a session absent from before: 0
+		return true
+	}
+	for _, r := range p.kept[k] {
+		if seq > r.from && seq <= r.to {
+			return true
+		}
+	}
+	return false
+}
+
+// begin starts content ids for the seqs after each running session's
+// last one.
+func (p *seqIDs) begin(running func() map[sessionKey]sessionSeqs) {
+	p.mu.Lock()
+	if p.overlap {
+		p.mu.Unlock()
+		return
+	}
+	p.active.Store(true)
+	p.mu.Unlock()
+	before := p.note(running)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.overlap, p.before = true, before
+}
+
+// finish ends content ids, but for the seqs that got them so far.
+func (p *seqIDs) finish(running func() map[sessionKey]sessionSeqs) {
+	p.mu.Lock()
+	overlap := p.overlap
+	p.mu.Unlock()
+	if !overlap {
+		return
+	}
+	last := p.note(running)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, to := range last {
+		if from := p.before[k]; to > from {
+			if p.kept == nil {
+				p.kept = map[sessionKey][]seqRange{}
+			}
+			p.kept[k] = append(p.kept[k], seqRange{from, to})
+		}
+	}
+	p.overlap, p.before = false, nil
+	p.active.Store(len(p.kept) > 0)
+}
+
+// noteSlack is how far past a session's last counted seq a note reaches.
+// A session counts a seq after its event was built and judged (the read
+// goroutine builds one dispatch, then hands it to the session), so one
+// judged seq may be uncounted, a little further on if malformed payloads
+// were skipped before it. A note reaching too far costs nothing: at the
+// beginning a few more seq ids before the next generation has a session,
+// at the end a few more content ids after the old one has none.
+const noteSlack = 4
+
+// note returns each running session's last seq, sure to cover every seq
+// content judged before it returns: noteSlack covers those judged before
+// it began, judged those judged while the shards were asked.
+func (p *seqIDs) note(running func() map[sessionKey]sessionSeqs) map[sessionKey]int64 {
+	p.mu.Lock()
+	p.judged = map[sessionKey]int64{}
+	p.mu.Unlock()
+	last := map[sessionKey]int64{}
+	for k, s := range running() {
+		last[k] = s.seen + noteSlack
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, seq := range p.judged {
+		last[k] = max(last[k], seq)
+	}
+	p.judged = nil
+	return last
+}
+
+// prune forgets the kept seqs no replay can bring back: those of a
+// session no longer running here, or at or before its resume point.
+func (p *seqIDs) prune(running map[sessionKey]sessionSeqs) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, rs := range p.kept {
+		s, ok := running[k]
+		if !ok || s.acked >= rs[len(rs)-1].to {
+			delete(p.kept, k)
+		}
+	}
+	p.active.Store(p.overlap || len(p.kept) > 0)
+}
+
+// settleContentIDs makes the seqs' content ids follow the overlap clock:
+// called on each reading of the plans (at least every 2 s), so they end
+// up to 2 s after the margin, which only lengthens it.
+func (g *fleetGens) settleContentIDs(now time.Time, running func() map[sessionKey]sessionSeqs) {
+	ids := &g.overlap.ids
+	if g.overlap.contentIDs(now) {
+		ids.begin(running)
+		return
+	}
+	ids.finish(running)
+	if ids.active.Load() {
+		ids.prune(running())
+	}
+}
+
+// runningSessions reports the sessions of this instance's shards.
+func (g *fleetGens) runningSessions() map[sessionKey]sessionSeqs {
+	member := g.current()
+	if member == nil || member.Pool() == nil {
+		return nil
+	}
+	out := map[sessionKey]sessionSeqs{}
+	for _, s := range member.Pool().Shards() {
+		// The session id first: a new session's READY between the two
+		// calls pairs the old id, which replays nothing, with the new
+		// seq; the other order would pair the new id with the old seq.
+		h := s.Handoff()
+		if h == nil {
+			continue // no session, or one ending for good
+		}
+		out[sessionKey{s.ID(), h.SessionID}] = sessionSeqs{acked: h.Seq, seen: s.Status().LastSeq}
+	}
+	return out
 }

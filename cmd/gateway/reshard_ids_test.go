@@ -25,6 +25,7 @@ func newHandoverWorld(t *testing.T) *handoverWorld {
 	g := &fleetGens{m: m, metrics: newReshardMetrics(nil)}
 	g.plans = discovery.Plans{Current: discovery.Plan{TotalShards: 4, ShardsPerPool: 4, Generation: 1}}
 	g.overlap.begin(at.Add(-time.Minute), at.Add(-time.Minute))
+	g.settleContentIDs(at.Add(-time.Minute), g.runningSessions) // no shards: every session is new
 	g.handover = &handover{to: 2, at: at, deadline: at.Add(30 * time.Second), sessions: map[int]*sessionHandover{}}
 	m.gens = g
 	m.plan.fleet.Generation = 1
@@ -104,4 +105,154 @@ func TestWithoutAHandoverTheNextGenerationLeavesKeylessDispatchesToThePlanInForc
 	if new := w.published(w.new, 4, ds); new[0] || !new[1] {
 		t.Errorf("the next generation published %v, want only the keyed one", new)
 	}
+}
+
+// seqWorld is one instance's event hook and overlap, for the event id of
+// one dispatch received twice: first, and again as a RESUME's replay.
+type seqWorld struct {
+	t    *testing.T
+	g    *fleetGens
+	hook func(ev *event.Event, session, t string, d []byte) *event.Event
+	now  time.Time
+}
+
+func newSeqWorld(t *testing.T) *seqWorld {
+	m := &Main{Config: Config{ReshardHandoverTimeout: 30 * time.Second}}
+	g := &fleetGens{m: m, metrics: newReshardMetrics(nil)}
+	g.plans = discovery.Plans{Current: discovery.Plan{TotalShards: 4, ShardsPerPool: 4, Generation: 1}}
+	m.gens = g
+	m.plan.fleet.Generation = 1
+	return &seqWorld{t: t, g: g, hook: m.rewriteEvent(), now: time.Date(2026, 12, 2, 8, 0, 0, 0, time.UTC)}
+}
+
+// id is the event id the hook gives seq of session on shard 0, received
+// now (a keyed dispatch: an interaction).
+func (w *seqWorld) id(session string, seq int64) string {
+	w.t.Helper()
+	w.now = w.now.Add(time.Millisecond)
+	d := interaction("81384788765712384", time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), int(seq)) // a replay is the same payload
+	ev, ok, err := event.Build(0, session, seq, d.t, d.d, w.now)
+	if err != nil || !ok {
+		w.t.Fatalf("build: %v %v", ok, err)
+	}
+	ev = w.hook(ev, session, d.t, d.d)
+	if ev == nil {
+		w.t.Fatalf("seq %d of %s not published", seq, session)
+	}
+	return ev.ID
+}
+
+// contentID reports whether id is seq's content id rather than its
+// (shard, session, seq) id.
+func (w *seqWorld) contentID(session string, seq int64, id string) bool {
+	ev, _, _ := event.Build(0, session, seq, "INTERACTION_CREATE", []byte(`{"id":"1","type":2}`), w.now)
+	return id != ev.ID
+}
+
+// running is what the instance's shards report when it takes a snapshot.
+func shardsReport(session string, acked, seen int64) func() map[sessionKey]sessionSeqs {
+	return func() map[sessionKey]sessionSeqs {
+		return map[sessionKey]sessionSeqs{{0, session}: {acked: acked, seen: seen}}
+	}
+}
+
+func TestAReplayAfterTheOverlapBeganKeepsTheIDItWasFirstPublishedWith(t *testing.T) {
+	w := newSeqWorld(t)
+	first := map[int64]string{}
+	for seq := int64(9); seq <= 11; seq++ {
+		first[seq] = w.id("s", seq) // before the overlap: (shard, session, seq) ids
+	}
+	// The instance sees the next generation. Seq 11 was built but its
+	// session had not counted it yet: the shard says 10.
+	w.g.overlap.begin(w.now, w.now)
+	w.g.settleContentIDs(w.now, shardsReport("s", 8, 10))
+	w.now = w.now.Add(time.Minute) // the connection dropped; Discord replays 9..11 after a RESUME
+	for seq := int64(9); seq <= 11; seq++ {
+		if got := w.id("s", seq); got != first[seq] {
+			t.Errorf("seq %d: replayed during the overlap with id %s, first published with %s: JetStream stores it twice", seq, got, first[seq])
+		}
+	}
+	if seq := int64(10 + noteSlack + 1); !w.contentID("s", seq, w.id("s", seq)) {
+		t.Error("a seq received after the overlap began has no content id")
+	}
+	if id := w.id("s2", 1); !w.contentID("s2", 1, id) {
+		t.Error("a session started after the overlap began has no content id")
+	}
+}
+
+func TestADispatchJudgedWhileTheSnapshotIsTakenKeepsItsID(t *testing.T) {
+	w := newSeqWorld(t)
+	var during string
+	w.g.overlap.begin(w.now, w.now)
+	w.g.settleContentIDs(w.now, func() map[sessionKey]sessionSeqs {
+		during = w.id("s", 20) // the read goroutine runs on while the shards are asked
+		return shardsReport("s", 8, 10)()
+	})
+	if got := w.id("s", 20); got != during {
+		t.Errorf("seq 20: %s during the snapshot, %s on replay", during, got)
+	}
+}
+
+func TestAReplayAfterTheContentIDMarginKeepsItsContentID(t *testing.T) {
+	w := newSeqWorld(t)
+	w.g.overlap.begin(w.now, w.now)
+	w.g.settleContentIDs(w.now, shardsReport("s", 8, 10))
+	first := map[int64]string{}
+	for seq := int64(11); seq <= 20; seq++ {
+		first[seq] = w.id("s", seq) // during the overlap: content ids after 10+noteSlack
+	}
+	w.g.overlap.end(w.now, true, time.Second)
+	w.now = w.now.Add(2 * time.Second) // the margin passed
+	w.g.settleContentIDs(w.now, shardsReport("s", 15, 19))
+	for seq := int64(16); seq <= 20; seq++ { // Discord replays from the resume point
+		if got := w.id("s", seq); got != first[seq] {
+			t.Errorf("seq %d: replayed after the margin with id %s, first published with %s: JetStream stores it twice", seq, got, first[seq])
+		}
+	}
+	if seq := int64(19 + noteSlack + 1); w.contentID("s", seq, w.id("s", seq)) {
+		t.Error("a seq received after the margin still has a content id")
+	}
+	if id := w.id("s", 10); w.contentID("s", 10, id) {
+		t.Error("a seq received before the overlap gained a content id after it")
+	}
+}
+
+func TestKeptContentIDsAreForgottenOnceTheResumePointPassedThem(t *testing.T) {
+	w := newSeqWorld(t)
+	w.g.overlap.begin(w.now, w.now)
+	w.g.settleContentIDs(w.now, shardsReport("s", 8, 10))
+	w.g.overlap.end(w.now, true, time.Second)
+	w.now = w.now.Add(2 * time.Second)
+	w.g.settleContentIDs(w.now, shardsReport("s", 15, 19)) // keeps 11..19+noteSlack
+	w.g.settleContentIDs(w.now, shardsReport("s", 19, 25))
+	if !w.g.overlap.ids.active.Load() {
+		t.Fatal("seq 20 forgotten while a replay can still bring it")
+	}
+	w.g.settleContentIDs(w.now, shardsReport("s", 19+noteSlack, 25))
+	if w.g.overlap.ids.active.Load() {
+		t.Fatal("the resume point passed every kept seq, and events still take the mutex")
+	}
+}
+
+// BenchmarkSeqIDs is the hook's decision per event, outside an overlap
+// and during one (8 sessions noted).
+func BenchmarkSeqIDs(b *testing.B) {
+	var p seqIDs
+	b.Run("outside", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			p.content(3, "session-3", int64(i))
+		}
+	})
+	p.begin(func() map[sessionKey]sessionSeqs {
+		out := map[sessionKey]sessionSeqs{}
+		for s := 0; s < 8; s++ {
+			out[sessionKey{s, fmt.Sprintf("session-%d", s)}] = sessionSeqs{seen: 100}
+		}
+		return out
+	})
+	b.Run("during", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			p.content(3, "session-3", int64(i))
+		}
+	})
 }
