@@ -347,25 +347,28 @@ func (p *seqIDs) finish(running func() map[sessionKey]sessionSeqs) {
 	p.active.Store(len(p.kept) > 0)
 }
 
-// noteSlack is how far past a session's last counted seq a note reaches.
-// A session counts a seq after its event was built and judged (the read
-// goroutine builds one dispatch, then hands it to the session), so one
-// judged seq may be uncounted, a little further on if malformed payloads
-// were skipped before it. A note reaching too far costs nothing: at the
-// beginning a few more seq ids before the next generation has a session,
-// at the end a few more content ids after the old one has none.
-const noteSlack = 4
+// noteSettle is how long a note waits, with judged recording, before it
+// asks the shards. A session counts a seq just after its event was built
+// and judged (the read goroutine builds one dispatch, hands it to the
+// session, then reads the next), so the dispatch judged before judged was
+// set is counted within microseconds. Guessing instead (seen+1) gives a
+// seq id to a dispatch that may arrive after the note, which a next
+// generation's session, READY within 50 ms in the simulator, also
+// receives: the reshard end-to-end tests stored dispatches twice so.
+const noteSettle = 20 * time.Millisecond
 
 // note returns each running session's last seq, sure to cover every seq
-// content judged before it returns: noteSlack covers those judged before
-// it began, judged those judged while the shards were asked.
+// content judged before it returns: those judged before it began are
+// counted by their sessions after noteSettle, judged has those judged
+// while the note was taken.
 func (p *seqIDs) note(running func() map[sessionKey]sessionSeqs) map[sessionKey]int64 {
 	p.mu.Lock()
 	p.judged = map[sessionKey]int64{}
 	p.mu.Unlock()
+	time.Sleep(noteSettle)
 	last := map[sessionKey]int64{}
 	for k, s := range running() {
-		last[k] = s.seen + noteSlack
+		last[k] = s.seen
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -162,17 +162,15 @@ func TestAReplayAfterTheOverlapBeganKeepsTheIDItWasFirstPublishedWith(t *testing
 	for seq := int64(9); seq <= 11; seq++ {
 		first[seq] = w.id("s", seq) // before the overlap: (shard, session, seq) ids
 	}
-	// The instance sees the next generation. Seq 11 was built but its
-	// session had not counted it yet: the shard says 10.
-	w.g.overlap.begin(w.now, w.now)
-	w.g.settleContentIDs(w.now, shardsReport("s", 8, 10))
+	w.g.overlap.begin(w.now, w.now) // the instance sees the next generation
+	w.g.settleContentIDs(w.now, shardsReport("s", 8, 11))
 	w.now = w.now.Add(time.Minute) // the connection dropped; Discord replays 9..11 after a RESUME
 	for seq := int64(9); seq <= 11; seq++ {
 		if got := w.id("s", seq); got != first[seq] {
 			t.Errorf("seq %d: replayed during the overlap with id %s, first published with %s: JetStream stores it twice", seq, got, first[seq])
 		}
 	}
-	if seq := int64(10 + noteSlack + 1); !w.contentID("s", seq, w.id("s", seq)) {
+	if id := w.id("s", 12); !w.contentID("s", 12, id) {
 		t.Error("a seq received after the overlap began has no content id")
 	}
 	if id := w.id("s2", 1); !w.contentID("s2", 1, id) {
@@ -199,17 +197,17 @@ func TestAReplayAfterTheContentIDMarginKeepsItsContentID(t *testing.T) {
 	w.g.settleContentIDs(w.now, shardsReport("s", 8, 10))
 	first := map[int64]string{}
 	for seq := int64(11); seq <= 20; seq++ {
-		first[seq] = w.id("s", seq) // during the overlap: content ids after 10+noteSlack
+		first[seq] = w.id("s", seq) // during the overlap: content ids
 	}
 	w.g.overlap.end(w.now, true, time.Second)
 	w.now = w.now.Add(2 * time.Second) // the margin passed
-	w.g.settleContentIDs(w.now, shardsReport("s", 15, 19))
+	w.g.settleContentIDs(w.now, shardsReport("s", 15, 20))
 	for seq := int64(16); seq <= 20; seq++ { // Discord replays from the resume point
 		if got := w.id("s", seq); got != first[seq] {
 			t.Errorf("seq %d: replayed after the margin with id %s, first published with %s: JetStream stores it twice", seq, got, first[seq])
 		}
 	}
-	if seq := int64(19 + noteSlack + 1); w.contentID("s", seq, w.id("s", seq)) {
+	if id := w.id("s", 21); w.contentID("s", 21, id) {
 		t.Error("a seq received after the margin still has a content id")
 	}
 	if id := w.id("s", 10); w.contentID("s", 10, id) {
@@ -223,12 +221,12 @@ func TestKeptContentIDsAreForgottenOnceTheResumePointPassedThem(t *testing.T) {
 	w.g.settleContentIDs(w.now, shardsReport("s", 8, 10))
 	w.g.overlap.end(w.now, true, time.Second)
 	w.now = w.now.Add(2 * time.Second)
-	w.g.settleContentIDs(w.now, shardsReport("s", 15, 19)) // keeps 11..19+noteSlack
+	w.g.settleContentIDs(w.now, shardsReport("s", 15, 20)) // keeps 11..20
 	w.g.settleContentIDs(w.now, shardsReport("s", 19, 25))
 	if !w.g.overlap.ids.active.Load() {
 		t.Fatal("seq 20 forgotten while a replay can still bring it")
 	}
-	w.g.settleContentIDs(w.now, shardsReport("s", 19+noteSlack, 25))
+	w.g.settleContentIDs(w.now, shardsReport("s", 20, 25))
 	if w.g.overlap.ids.active.Load() {
 		t.Fatal("the resume point passed every kept seq, and events still take the mutex")
 	}
