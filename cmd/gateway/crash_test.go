@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -98,47 +96,8 @@ func startCrashWorld(t *testing.T, bin string, o crashOptions) *crashWorld {
 // startLocal starts a gateway process without Consul (a single instance)
 // and returns once its HTTP server answers.
 func (w *crashWorld) startLocal() *gwProc {
-	f, t := w.f, w.f.t
-	t.Helper()
-	f.mu.Lock()
-	f.seq++
-	p := &gwProc{name: "gw" + strconv.Itoa(f.seq), port: freePort(t), exited: make(chan struct{})}
-	f.mu.Unlock()
-	p.logPath = filepath.Join(f.dir, p.name+".log")
-	logf, err := os.Create(p.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.cmd = exec.Command(f.bin)
-	for k, v := range f.env {
-		if !strings.HasPrefix(k, "CONSUL_") {
-			p.cmd.Env = append(p.cmd.Env, k+"="+v)
-		}
-	}
-	p.cmd.Env = append(p.cmd.Env, "HTTP_PORT="+strconv.Itoa(p.port), "PATH="+os.Getenv("PATH"))
-	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	p.cmd.SysProcAttr = childAttr()
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p.pid, p.started = p.cmd.Process.Pid, time.Now()
-	f.mu.Lock()
-	f.procs = append(f.procs, p)
-	f.mu.Unlock()
-	go func() {
-		p.exitErr = p.cmd.Wait()
-		logf.Close()
-		p.mu.Lock()
-		p.gone = true
-		p.mu.Unlock()
-		close(p.exited)
-	}()
-	t.Cleanup(func() { p.signal(syscall.SIGCONT); p.signal(syscall.SIGKILL); <-p.exited })
-	waitFor(t, p.name+" /health", 30*time.Second, func() bool {
-		code, _, err := p.get("/health")
-		return err == nil && code == 200
-	})
-	return p
+	w.f.t.Helper()
+	return w.f.spawn(nil, func(name string) bool { return !strings.HasPrefix(name, "CONSUL_") })
 }
 
 // waitFor polls cond until it holds, failing the test after timeout.

@@ -160,8 +160,8 @@ func (p *gwProc) holds(inode string) bool {
 	return false
 }
 
-// start starts one more gateway process and returns once its HTTP server
-// answers.
+// start starts one more gateway process, its Consul traffic through a proxy
+// of its own, and returns once its HTTP server answers.
 func (f *procFleet) start() *gwProc {
 	t := f.t
 	t.Helper()
@@ -170,6 +170,14 @@ func (f *procFleet) start() *gwProc {
 		t.Fatal(err)
 	}
 	t.Cleanup(proxy.Close)
+	return f.spawn(proxy, func(string) bool { return true }, "CONSUL_HTTP_ADDR="+proxy.Addr())
+}
+
+// spawn starts one gateway process with f.env's variables that keep
+// passes, then extra, and returns once its HTTP server answers.
+func (f *procFleet) spawn(proxy *tcpproxy.Proxy, keep func(name string) bool, extra ...string) *gwProc {
+	t := f.t
+	t.Helper()
 	f.mu.Lock()
 	f.seq++
 	p := &gwProc{name: "gw" + strconv.Itoa(f.seq), port: freePort(t), proxy: proxy, exited: make(chan struct{})}
@@ -181,9 +189,12 @@ func (f *procFleet) start() *gwProc {
 	}
 	p.cmd = exec.Command(f.bin)
 	for k, v := range f.env {
-		p.cmd.Env = append(p.cmd.Env, k+"="+v)
+		if keep(k) {
+			p.cmd.Env = append(p.cmd.Env, k+"="+v)
+		}
 	}
-	p.cmd.Env = append(p.cmd.Env, "CONSUL_HTTP_ADDR="+proxy.Addr(), "HTTP_PORT="+strconv.Itoa(p.port), "PATH="+os.Getenv("PATH"))
+	p.cmd.Env = append(p.cmd.Env, extra...)
+	p.cmd.Env = append(p.cmd.Env, "HTTP_PORT="+strconv.Itoa(p.port), "PATH="+os.Getenv("PATH"))
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	p.cmd.SysProcAttr = childAttr()
 	if err := p.cmd.Start(); err != nil {
